@@ -1,0 +1,61 @@
+#pragma once
+// The set of memslots of a VM: gfn -> slot in O(log n), and a generation number bumped on every
+// change so that cached MMIO decisions can be invalidated without a walk (KVM's memslot generation).
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <vector>
+
+#include "guest/memslot.hpp"
+
+namespace vmmu::guest {
+
+// API misuse or invalid input at the library boundary (overlapping slot, unknown id, ...).
+class UsageError : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+class Memslots {
+ public:
+  Memslots() = default;
+  Memslots(const Memslots&) = delete;
+  Memslots& operator=(const Memslots&) = delete;
+
+  // Each throws UsageError naming what is wrong, and changes nothing then.
+  Memslot& add(const MemslotSpec& spec);
+  void remove(uint32_t id);
+  void move(uint32_t id, uint64_t new_gpa);
+  void set_dirty_logging(uint32_t id, bool on);
+
+  Memslot* find(uint64_t gfn) const {
+    auto it = std::upper_bound(by_gfn_.begin(), by_gfn_.end(), gfn,
+                               [](uint64_t g, const Memslot* s) { return g < s->base_gfn(); });
+    if (it == by_gfn_.begin()) return nullptr;
+    Memslot* s = *(it - 1);
+    return s->contains(gfn) ? s : nullptr;
+  }
+  Memslot* by_id(uint32_t id) const;
+  Memslot& get(uint32_t id) const;  // throws UsageError for an unknown id
+
+  const std::vector<Memslot*>& slots() const { return by_gfn_; }  // ascending gfn
+  uint64_t generation() const { return generation_; }
+  uint64_t metadata_bytes() const;
+  FrameArena& frames() { return frames_; }
+
+  // The host moves the pages of [gfn, gfn + npages) (which lie in one slot) to new frames and
+  // poisons the old ones; the guest sees the same data. Returns how many pages moved.
+  uint64_t relocate(uint64_t gfn, uint64_t npages);
+
+ private:
+  void check_free(uint64_t gfn, uint64_t npages, const Memslot* ignore) const;
+  void sort();
+
+  std::vector<std::unique_ptr<Memslot>> owned_;
+  std::vector<Memslot*> by_gfn_;
+  uint64_t generation_ = 0;
+  FrameArena frames_;
+};
+
+}  // namespace vmmu::guest

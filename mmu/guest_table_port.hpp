@@ -1,0 +1,44 @@
+#pragma once
+// The walker's port onto guest memory for software walks (the reference, and a shadow MMU's
+// walk of the guest's tables): entries are read through the memslots; an A/D update is a guest
+// write, so it is dirty-logged and marks the page accessed.
+#include <cstdint>
+
+#include "guest/guest_memory.hpp"
+#include "guest/memslots.hpp"
+#include "guest/walker.hpp"
+
+namespace vmmu::mmu {
+
+class GuestTablePort {
+ public:
+  explicit GuestTablePort(const guest::Memslots& slots) : slots_(slots) {}
+
+  template <class Entry>
+  bool read_entry(uint64_t gpa, Entry& out) {
+    const guest::Memslot* s = slots_.find(gpa >> x86::PAGE_SHIFT);
+    if (!s) return false;
+    out = guest::GuestMemory::atomic_load<Entry>(s->host_page(gpa >> x86::PAGE_SHIFT) + (gpa & x86::PAGE_OFFSET_MASK));
+    return true;
+  }
+
+  template <class Entry>
+  guest::EntryUpdate update_entry(uint64_t gpa, Entry old, Entry updated) {
+    const uint64_t gfn = gpa >> x86::PAGE_SHIFT;
+    guest::Memslot* s = slots_.find(gfn);
+    if (!s || s->readonly()) return guest::EntryUpdate::ReadOnly;
+    if (!guest::GuestMemory::atomic_cmpxchg<Entry>(s->host_page(gfn) + (gpa & x86::PAGE_OFFSET_MASK), old, updated))
+      return guest::EntryUpdate::Changed;
+    s->mark_dirty(gfn);
+    s->mark_accessed(gfn);
+    ++updates;
+    return guest::EntryUpdate::Done;
+  }
+
+  uint64_t updates = 0;
+
+ private:
+  const guest::Memslots& slots_;
+};
+
+}  // namespace vmmu::mmu

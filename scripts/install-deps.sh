@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs exactly the Debian packages vmmu's build and tests use. Idempotent: does nothing
+# when all are present; otherwise `apt-get update` once, then `apt-get install` of what is missing.
+set -euo pipefail
+
+packages=(
+  # toolchain: g++ 12 and clang 14 both build the project; clang's runtime for ASan/UBSan/TSan
+  g++ clang libclang-rt-14-dev cmake ninja-build make pkg-config
+  # libraries
+  libfmt-dev nlohmann-json3-dev libcli11-dev libzstd-dev
+  # tests and benchmarks
+  libgtest-dev libgmock-dev librapidcheck-dev libbenchmark-dev
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "install-deps: installing ${missing[*]}" >&2
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

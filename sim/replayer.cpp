@@ -1,0 +1,218 @@
+#include "sim/replayer.hpp"
+
+#include <new>
+
+#include "sim/vmt_reader.hpp"
+
+namespace vmmu::sim {
+
+Replayer::Replayer(Vm& vm, std::FILE* out) : vm_(vm), out_(out) {}
+
+void Replayer::apply(const Op& op) {
+  ++summary_.ops;
+  ++summary_.ops_by_kind[std::string(op_name(op.kind))];
+  try {
+    execute(op);
+  } catch (const UsageError& e) {
+    throw ReplayError(op.line, std::string(op_name(op.kind)) + ": " + e.what());
+  } catch (const HostMemoryError& e) {
+    ++summary_.host_errors;
+    out_.begin(op.line, op_name(op.kind));
+    out_.raw("error", nlohmann::json(std::string(e.what())).dump());
+    out_.end();
+  } catch (const std::bad_alloc&) {
+    ++summary_.host_errors;
+    out_.begin(op.line, op_name(op.kind));
+    out_.raw("error", "\"host memory allocation failed\"");
+    out_.end();
+  }
+}
+
+void Replayer::print_fault(const Op& op, const x86::Fault& f) {
+  out_.begin(op.line, op_name(op.kind));
+  out_.boolean("ok", false);
+  if (f.vector == x86::VECTOR_PF) {
+    out_.raw("fault", fmt::format("{{\"vector\":{},\"error_code\":\"0x{:x}\",\"address\":\"0x{:x}\"}}", f.vector, f.error_code, f.address));
+  } else {
+    out_.raw("fault", fmt::format("{{\"vector\":{},\"error_code\":\"0x{:x}\"}}", f.vector, f.error_code));
+  }
+  out_.end();
+}
+
+void Replayer::print_access(const Op& op, const AccessResult& r) {
+  ++summary_.accesses;
+  switch (r.status) {
+    case AccessResult::Status::Ok:
+      ++summary_.translated;
+      out_.begin(op.line, op_name(op.kind));
+      out_.boolean("ok", true);
+      out_.hex("gpa", r.gpa);
+      if (op.kind == OpKind::Read) out_.hex("value", r.value);
+      out_.end();
+      return;
+    case AccessResult::Status::Fault:
+      if (r.fault.vector == x86::VECTOR_PF) {
+        ++summary_.page_faults;
+        ++summary_.pf_by_error_code[r.fault.error_code];
+      } else {
+        ++summary_.gp_faults;
+      }
+      print_fault(op, r.fault);
+      return;
+    case AccessResult::Status::Mmio:
+    case AccessResult::Status::ReadOnly: {
+      const bool ro = r.status == AccessResult::Status::ReadOnly;
+      ++(ro ? summary_.readonly_writes : summary_.mmio);
+      out_.begin(op.line, op_name(op.kind));
+      out_.boolean("ok", false);
+      out_.boolean("mmio", true);
+      if (ro) out_.boolean("readonly", true);
+      out_.hex("gpa", r.gpa);
+      out_.end();
+      return;
+    }
+  }
+}
+
+void Replayer::execute(const Op& op) {
+  auto pdpte_fault = [&](const std::optional<x86::Fault>& f) {
+    if (!f) return;
+    ++summary_.pdpte_gp;
+    print_fault(op, *f);
+  };
+  switch (op.kind) {
+    case OpKind::Cpu: {
+      x86::CpuModel m = vm_.cpu_model();
+      if (op.maxphyaddr) m.maxphyaddr = *op.maxphyaddr;
+      if (op.gbpages) m.gbpages = *op.gbpages;
+      if (op.la57) m.la57 = *op.la57;
+      vm_.set_cpu_model(m);
+      return;
+    }
+    case OpKind::Memslot:
+      vm_.add_memslot(MemslotSpec{op.id, op.addr, op.size, op.readonly, op.log, op.host_page});
+      return;
+    case OpKind::MemslotDelete:
+      vm_.delete_memslot(op.id);
+      last_dirty_get_.erase(op.id);
+      return;
+    case OpKind::MemslotMove:
+      vm_.move_memslot(op.id, op.addr);
+      return;
+    case OpKind::Vcpu:
+      vm_.create_vcpu(op.id);
+      return;
+    case OpKind::Regs:
+      pdpte_fault(vm_.vcpu(op.id).set_registers(op.regs));
+      return;
+    case OpKind::Cr3:
+      pdpte_fault(vm_.vcpu(op.id).mov_cr3(op.addr));
+      return;
+    case OpKind::Flush:
+      pdpte_fault(vm_.vcpu(op.id).flush());
+      return;
+    case OpKind::Invlpg:
+      vm_.vcpu(op.id).invlpg(op.addr);
+      return;
+    case OpKind::Poke:
+      vm_.write_guest(op.addr, op.width, op.value);
+      return;
+    case OpKind::Read:
+    case OpKind::Write:
+    case OpKind::Fetch: {
+      Vcpu& v = vm_.vcpu(op.id);
+      const AccessKind kind = op.kind == OpKind::Read ? AccessKind::Read : op.kind == OpKind::Write ? AccessKind::Write : AccessKind::Fetch;
+      ++summary_.accesses_by_mode[x86::name(v.state().mode())];
+      print_access(op, v.access(op.addr, kind, op.width, op.value));
+      return;
+    }
+    case OpKind::Peek: {
+      const uint64_t v = vm_.read_guest(op.addr, op.width);
+      out_.begin(op.line, op_name(op.kind));
+      out_.hex("value", v);
+      out_.end();
+      return;
+    }
+    case OpKind::DirtyLog: {
+      const guest::Memslot& slot = vm_.memslots().get(op.id);
+      if (slot.readonly()) throw UsageError(fmt::format("memslot {} is read-only: it has no dirty log", op.id));
+      switch (op.dirty) {
+        case DirtyLogAction::Enable: vm_.set_dirty_logging(op.id, true); return;
+        case DirtyLogAction::Disable: vm_.set_dirty_logging(op.id, false); return;
+        case DirtyLogAction::Get: {
+          const std::vector<uint64_t> gfns = vm_.get_dirty_log(op.id);
+          std::vector<uint64_t>& last = last_dirty_get_[op.id];
+          last.clear();
+          for (uint64_t g : gfns) last.push_back(g - slot.base_gfn());
+          out_.begin(op.line, op_name(op.kind));
+          out_.raw("gfns", hex_array(gfns));
+          out_.end();
+          return;
+        }
+        case DirtyLogAction::Clear: {
+          std::vector<uint64_t> gfns;
+          if (auto it = last_dirty_get_.find(op.id); it != last_dirty_get_.end())
+            for (uint64_t page : it->second) gfns.push_back(slot.base_gfn() + page);
+          vm_.clear_dirty_log(op.id, gfns);
+          return;
+        }
+      }
+      return;
+    }
+    case OpKind::Unmap:
+      vm_.unmap(op.addr, op.size);
+      return;
+    case OpKind::Age: {
+      const std::vector<uint64_t> gfns = vm_.age(op.addr, op.size);
+      out_.begin(op.line, op_name(op.kind));
+      out_.raw("accessed", hex_array(gfns));
+      out_.end();
+      return;
+    }
+    case OpKind::Audit: {
+      const std::vector<std::string> violations = vm_.audit();
+      ++summary_.audits;
+      out_.begin(op.line, op_name(op.kind));
+      out_.boolean("ok", violations.empty());
+      if (!violations.empty()) {
+        ++summary_.audit_failures;
+        out_.raw("violations", nlohmann::json(violations).dump());
+      }
+      out_.end();
+      return;
+    }
+    case OpKind::Stats: {
+      const nlohmann::ordered_json s = vm_.stats();
+      out_.begin(op.line, op_name(op.kind));
+      out_.raw("stats", s["stats"].dump());
+      out_.raw("memory", s["memory"].dump());
+      out_.end();
+      return;
+    }
+  }
+}
+
+int replay_stream(std::istream& in, const std::string& file_name, Vm& vm, std::FILE* out, std::FILE* err,
+                  ReplaySummary* summary) {
+  Replayer replayer(vm, out);
+  VmtReader reader(in);
+  int status = 0;
+  try {
+    Op op;
+    while (reader.next(op)) replayer.apply(op);
+    status = replayer.exit_status();
+  } catch (const ParseError& e) {
+    replayer.flush();
+    std::fprintf(err, "%s:%llu: %s\n", file_name.c_str(), static_cast<unsigned long long>(e.line()), e.what());
+    status = 2;
+  } catch (const ReplayError& e) {
+    replayer.flush();
+    std::fprintf(err, "%s:%llu: %s\n", file_name.c_str(), static_cast<unsigned long long>(e.line()), e.what());
+    status = 2;
+  }
+  replayer.flush();
+  if (summary) *summary = replayer.summary();
+  return status;
+}
+
+}  // namespace vmmu::sim

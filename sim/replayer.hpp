@@ -1,0 +1,71 @@
+#pragma once
+// Drives a Vm with the ops of a .vmt workload and writes one JSON object per result
+// (VMT-FORMAT.md, "Output"), while counting what happened for a human summary.
+#include <cstdint>
+#include <cstdio>
+#include <istream>
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "sim/json_lines.hpp"
+#include "sim/op.hpp"
+#include "vm/vm.hpp"
+
+namespace vmmu::sim {
+
+// A line the contract does not allow, found while executing it (unknown vcpu, overlapping slot,
+// PG without PE, ...): the replay stops with FILE:LINE: message.
+class ReplayError : public std::runtime_error {
+ public:
+  ReplayError(uint64_t line, const std::string& what) : std::runtime_error(what), line_(line) {}
+  uint64_t line() const { return line_; }
+
+ private:
+  uint64_t line_;
+};
+
+// What a replay did, for people (the JSON Lines are for machines).
+struct ReplaySummary {
+  uint64_t ops = 0;
+  std::map<std::string, uint64_t> ops_by_kind;
+  uint64_t accesses = 0, translated = 0, page_faults = 0, gp_faults = 0, mmio = 0, readonly_writes = 0;
+  std::map<uint32_t, uint64_t> pf_by_error_code;
+  std::map<std::string, uint64_t> accesses_by_mode;  // paging mode at the time of the access
+  uint64_t pdpte_gp = 0;                               // #GP from loading PDPTEs (regs/cr3/flush)
+  uint64_t audits = 0, audit_failures = 0, host_errors = 0;
+};
+
+class Replayer {
+ public:
+  // `out` may be null: then nothing is printed and only the summary is kept.
+  Replayer(Vm& vm, std::FILE* out);
+
+  // Executes one op. Throws ReplayError for a malformed line; a host allocation failure prints
+  // the contract's "error" result and the replay goes on (exit status 3).
+  void apply(const Op& op);
+  void flush() { out_.flush(); }
+
+  const ReplaySummary& summary() const { return summary_; }
+  // 0, or 3 when some op failed for lack of host memory.
+  int exit_status() const { return summary_.host_errors ? 3 : 0; }
+
+ private:
+  void execute(const Op& op);
+  void print_access(const Op& op, const AccessResult& r);
+  void print_fault(const Op& op, const x86::Fault& f);
+
+  Vm& vm_;
+  JsonLines out_;
+  ReplaySummary summary_;
+  std::map<uint32_t, std::vector<uint64_t>> last_dirty_get_;  // slot -> slot-relative pages
+};
+
+// Replays a whole .vmt stream. Malformed lines: `FILE:LINE: what is wrong` on `err`, status 2,
+// with every earlier result already written. Returns the exit status (0, 2 or 3).
+int replay_stream(std::istream& in, const std::string& file_name, Vm& vm, std::FILE* out, std::FILE* err,
+                  ReplaySummary* summary = nullptr);
+
+}  // namespace vmmu::sim

@@ -1,0 +1,44 @@
+#pragma once
+// Reads the text form of a .vmt workload (VMT-FORMAT.md, version 1) one op at a time, so a
+// replay prints each result before it reads further (a malformed line stops it with every
+// earlier result already out).
+#include <cstdint>
+#include <istream>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "sim/op.hpp"
+
+namespace vmmu::sim {
+
+// A malformed line: `what()` says what is wrong; the caller prefixes FILE:LINE.
+class ParseError : public std::runtime_error {
+ public:
+  ParseError(uint64_t line, const std::string& what) : std::runtime_error(what), line_(line) {}
+  uint64_t line() const { return line_; }
+
+ private:
+  uint64_t line_;
+};
+
+class VmtReader {
+ public:
+  // Reads from `in`, which must outlive the reader.
+  explicit VmtReader(std::istream& in);
+
+  // The next op, or false at the end of the input. Throws ParseError for a malformed line
+  // (including a missing or unsupported `vmt 1` header).
+  bool next(Op& op);
+
+  // Parses one line already known to be an op line (after the header); exposed for tests.
+  static Op parse_line(std::string_view text, uint64_t line);
+
+ private:
+  std::istream& in_;
+  std::string buf_;
+  uint64_t line_ = 0;
+  bool header_seen_ = false;
+};
+
+}  // namespace vmmu::sim

@@ -1,0 +1,208 @@
+#include "vm/vm.hpp"
+
+#include <fmt/format.h>
+
+#include "mmu/reference_mmu.hpp"
+
+namespace vmmu {
+
+namespace {
+constexpr uint32_t MAX_VCPU_ID = 4095;
+
+std::unique_ptr<mmu::Mmu> make_mmu(MmuKind kind, guest::Memslots& slots) {
+  switch (kind) {
+    case MmuKind::None: return std::make_unique<mmu::ReferenceMmu>(slots);
+    case MmuKind::Tdp:
+    case MmuKind::Shadow: break;
+  }
+  throw UsageError(fmt::format("--mmu={} is not implemented yet", name(kind)));
+}
+}  // namespace
+
+const char* name(MmuKind k) {
+  switch (k) {
+    case MmuKind::None: return "none";
+    case MmuKind::Tdp: return "tdp";
+    case MmuKind::Shadow: return "shadow";
+  }
+  return "?";
+}
+
+std::optional<MmuKind> parse_mmu_kind(const std::string& s) {
+  if (s == "none") return MmuKind::None;
+  if (s == "tdp") return MmuKind::Tdp;
+  if (s == "shadow") return MmuKind::Shadow;
+  return std::nullopt;
+}
+
+Vm::Vm(const VmConfig& config) : config_(config), mmu_(make_mmu(config.mmu, slots_)) {}
+Vm::~Vm() = default;
+
+void Vm::set_cpu_model(const x86::CpuModel& model) {
+  if (!vcpus_.empty()) throw UsageError("the cpu model is fixed once a vcpu exists");
+  if (model.maxphyaddr < x86::MIN_MAXPHYADDR || model.maxphyaddr > x86::MAX_MAXPHYADDR)
+    throw UsageError(fmt::format("maxphyaddr {} is outside {}..{}", model.maxphyaddr, x86::MIN_MAXPHYADDR, x86::MAX_MAXPHYADDR));
+  model_ = model;
+}
+
+void Vm::add_memslot(const MemslotSpec& spec) { mmu_->memslot_added(slots_.add(spec)); }
+
+void Vm::delete_memslot(uint32_t id) {
+  mmu_->memslot_removing(slots_.get(id));
+  slots_.remove(id);
+}
+
+void Vm::move_memslot(uint32_t id, uint64_t gpa) {
+  guest::Memslot& s = slots_.get(id);
+  const uint64_t old_base = s.base_gfn();
+  slots_.move(id, gpa);
+  mmu_->memslot_moved(s, old_base);
+}
+
+Vcpu& Vm::create_vcpu(uint32_t id) {
+  if (id > MAX_VCPU_ID) throw UsageError(fmt::format("vcpu id {} is above {}", id, MAX_VCPU_ID));
+  if (vcpus_.count(id)) throw UsageError(fmt::format("vcpu {} already exists", id));
+  auto& v = vcpus_[id];
+  v = std::make_unique<Vcpu>(*this, id);
+  return *v;
+}
+
+Vcpu& Vm::vcpu(uint32_t id) {
+  auto it = vcpus_.find(id);
+  if (it == vcpus_.end()) throw UsageError(fmt::format("no vcpu {}", id));
+  return *it->second;
+}
+
+guest::Memslot& Vm::slot_of_range(uint64_t gpa, uint64_t size) const {
+  guest::Memslot* s = slots_.find(gpa >> x86::PAGE_SHIFT);
+  if (!s || size == 0 || ((gpa + size - 1) >> x86::PAGE_SHIFT) >= s->end_gfn())
+    throw UsageError(fmt::format("gpa range 0x{:x}+0x{:x} is not inside one memslot", gpa, size));
+  return *s;
+}
+
+void Vm::write_guest(uint64_t gpa, unsigned width, uint64_t value) {
+  if ((gpa & x86::PAGE_OFFSET_MASK) + width > x86::PAGE_SIZE) throw UsageError(fmt::format("{} bytes at 0x{:x} cross a page", width, gpa));
+  slot_of_range(gpa, width);
+  memory_.write(gpa, width, value);
+  mmu_->vmm_write(gpa, width);
+}
+
+uint64_t Vm::read_guest(uint64_t gpa, unsigned width) const {
+  if ((gpa & x86::PAGE_OFFSET_MASK) + width > x86::PAGE_SIZE) throw UsageError(fmt::format("{} bytes at 0x{:x} cross a page", width, gpa));
+  slot_of_range(gpa, width);
+  uint64_t v = 0;
+  memory_.read(gpa, width, v);
+  return v;
+}
+
+void Vm::set_dirty_logging(uint32_t slot, bool on) {
+  slots_.set_dirty_logging(slot, on);
+  mmu_->dirty_logging_changed(slots_.get(slot));
+}
+
+std::vector<uint64_t> Vm::get_dirty_log(uint32_t slot) {
+  guest::Memslot& s = slots_.get(slot);
+  if (!s.dirty_logging()) throw UsageError(fmt::format("memslot {} has no dirty logging", slot));
+  mmu_->dirty_log_sync(s);
+  std::vector<uint64_t> gfns;
+  s.dirty_bitmap().for_each_set(0, s.npages(), [&](uint64_t i) { gfns.push_back(s.base_gfn() + i); });
+  return gfns;
+}
+
+void Vm::clear_dirty_log(uint32_t slot, const std::vector<uint64_t>& gfns) {
+  guest::Memslot& s = slots_.get(slot);
+  if (s.readonly()) throw UsageError(fmt::format("memslot {} is read-only: it has no dirty log", slot));
+  if (!s.dirty_logging()) return;
+  for (uint64_t g : gfns) {
+    if (!s.contains(g)) throw UsageError(fmt::format("gfn 0x{:x} is not in memslot {}", g, slot));
+  }
+  for (uint64_t g : gfns) s.dirty_bitmap().clear(g - s.base_gfn());
+  mmu_->dirty_log_cleared(s, gfns);
+}
+
+void Vm::unmap(uint64_t gpa, uint64_t size) {
+  if ((gpa | size) & x86::PAGE_OFFSET_MASK) throw UsageError(fmt::format("range 0x{:x}+0x{:x} is not 4 KiB aligned", gpa, size));
+  slot_of_range(gpa, size);
+  const uint64_t gfn = gpa >> x86::PAGE_SHIFT, n = size >> x86::PAGE_SHIFT;
+  mmu_->invalidate_start(gfn, n);
+  slots_.relocate(gfn, n);
+  mmu_->invalidate_end(gfn, n);
+}
+
+std::vector<uint64_t> Vm::age(uint64_t gpa, uint64_t size) {
+  if ((gpa | size) & x86::PAGE_OFFSET_MASK) throw UsageError(fmt::format("range 0x{:x}+0x{:x} is not 4 KiB aligned", gpa, size));
+  guest::Memslot& s = slot_of_range(gpa, size);
+  const uint64_t gfn = gpa >> x86::PAGE_SHIFT, n = size >> x86::PAGE_SHIFT;
+  mmu_->harvest_accessed(s, gfn, n);
+  std::vector<uint64_t> out;
+  const uint64_t first = gfn - s.base_gfn();
+  s.accessed_bitmap().for_each_set(first, first + n, [&](uint64_t i) { out.push_back(s.base_gfn() + i); });
+  for (uint64_t g : out) s.accessed_bitmap().clear(g - s.base_gfn());
+  return out;
+}
+
+std::vector<std::string> Vm::audit() const {
+  std::vector<std::string> v;
+  // Memslots: sorted, disjoint, inside the physical address space.
+  const auto& slots = slots_.slots();
+  for (size_t i = 0; i < slots.size(); ++i) {
+    const guest::Memslot* s = slots[i];
+    if (s->npages() == 0) v.push_back(fmt::format("memslot {} is empty", s->id()));
+    if (s->end_gfn() > (guest::MAX_GPA >> x86::PAGE_SHIFT)) v.push_back(fmt::format("memslot {} ends above 2^52", s->id()));
+    if (i + 1 < slots.size() && s->end_gfn() > slots[i + 1]->base_gfn())
+      v.push_back(fmt::format("memslot {} overlaps memslot {}", s->id(), slots[i + 1]->id()));
+    if (slots_.by_id(s->id()) != s) v.push_back(fmt::format("memslot {} is not found by its id", s->id()));
+    if (slots_.find(s->base_gfn()) != s || slots_.find(s->end_gfn() - 1) != s)
+      v.push_back(fmt::format("memslot {} is not found by its gfns", s->id()));
+  }
+  mmu_->audit(v);
+  return v;
+}
+
+nlohmann::ordered_json Vm::stats() const {
+  nlohmann::ordered_json stats = nlohmann::ordered_json::object();
+  nlohmann::ordered_json memory = nlohmann::ordered_json::object();
+  VcpuStats sum;
+  for (const auto& [id, v] : vcpus_) {
+    const VcpuStats& s = v->stats();
+    sum.reads += s.reads;
+    sum.writes += s.writes;
+    sum.fetches += s.fetches;
+    sum.page_faults += s.page_faults;
+    sum.gp_faults += s.gp_faults;
+    sum.mmio += s.mmio;
+    sum.readonly_writes += s.readonly_writes;
+    for (const auto& [ec, n] : s.pf_by_error_code) sum.pf_by_error_code[ec] += n;
+  }
+  stats["accesses"] = sum.reads + sum.writes + sum.fetches;
+  stats["reads"] = sum.reads;
+  stats["writes"] = sum.writes;
+  stats["fetches"] = sum.fetches;
+  stats["page_faults"] = sum.page_faults;
+  stats["gp_faults"] = sum.gp_faults;
+  stats["mmio_exits"] = sum.mmio;
+  stats["readonly_writes"] = sum.readonly_writes;
+  nlohmann::ordered_json by_ec = nlohmann::ordered_json::object();
+  for (const auto& [ec, n] : sum.pf_by_error_code) by_ec[fmt::format("0x{:x}", ec)] = n;
+  stats["pf_by_error_code"] = by_ec;
+  stats["memslots"] = slots_.slots().size();
+  stats["vcpus"] = vcpus_.size();
+
+  uint64_t dirty = 0, accessed = 0, relocated = 0;
+  for (const guest::Memslot* s : slots_.slots()) {
+    dirty += s->dirty_bitmap().bytes();
+    accessed += s->accessed_bitmap().bytes();
+    relocated += s->relocated_pages();
+  }
+  memory["memslots"] = slots_.metadata_bytes();
+  memory["dirty_bitmaps"] = dirty;
+  memory["age_bitmaps"] = accessed;
+  memory["relocated_frames"] = relocated * x86::PAGE_SIZE;
+  mmu_->report(stats, memory);
+  nlohmann::ordered_json out;
+  out["stats"] = stats;
+  out["memory"] = memory;
+  return out;
+}
+
+}  // namespace vmmu

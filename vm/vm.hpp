@@ -1,0 +1,89 @@
+#pragma once
+// The library's entry point, shaped like KVM's API: a VM with a CPU model, memslots and vCPUs,
+// dirty logging, host invalidation and aging, an audit and statistics. The MMU behind it is
+// chosen at creation: the reference walker (`none`) or an engine.
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "guest/guest_memory.hpp"
+#include "guest/memslots.hpp"
+#include "mmu/mmu.hpp"
+#include "vm/vcpu.hpp"
+#include "x86/cpu_state.hpp"
+
+namespace vmmu {
+
+using guest::HostMemoryError;
+using guest::MemslotSpec;
+using guest::UsageError;
+
+enum class MmuKind { None, Tdp, Shadow };
+
+const char* name(MmuKind k);
+std::optional<MmuKind> parse_mmu_kind(const std::string& s);
+
+struct VmConfig {
+  MmuKind mmu = MmuKind::None;
+};
+
+class Vm {
+ public:
+  explicit Vm(const VmConfig& config = {});
+  ~Vm();
+  Vm(const Vm&) = delete;
+  Vm& operator=(const Vm&) = delete;
+
+  // The CPU model shared by all vCPUs; only before the first vCPU exists.
+  void set_cpu_model(const x86::CpuModel& model);
+  const x86::CpuModel& cpu_model() const { return model_; }
+
+  void add_memslot(const MemslotSpec& spec);
+  void delete_memslot(uint32_t id);
+  void move_memslot(uint32_t id, uint64_t gpa);
+  const guest::Memslots& memslots() const { return slots_; }
+
+  Vcpu& create_vcpu(uint32_t id);
+  Vcpu& vcpu(uint32_t id);  // throws UsageError for an unknown id
+  bool has_vcpu(uint32_t id) const { return vcpus_.count(id) != 0; }
+
+  // The VMM's own accesses to guest memory (not guest accesses: no dirty log, no A/D bits).
+  // The range lies in one memslot and one page.
+  void write_guest(uint64_t gpa, unsigned width, uint64_t value);
+  uint64_t read_guest(uint64_t gpa, unsigned width) const;
+
+  // Dirty logging with KVM's manual-protect semantics: `get` returns the gfns written since
+  // logging was enabled and not cleared since; `clear` clears exactly the gfns given.
+  void set_dirty_logging(uint32_t slot, bool on);
+  std::vector<uint64_t> get_dirty_log(uint32_t slot);
+  void clear_dirty_log(uint32_t slot, const std::vector<uint64_t>& gfns);
+
+  // The host moves the pages of [gpa, gpa + size) to new frames (an MMU-notifier invalidation).
+  void unmap(uint64_t gpa, uint64_t size);
+  // The gfns of [gpa, gpa + size) the guest used since the last `age` of them; clears that.
+  std::vector<uint64_t> age(uint64_t gpa, uint64_t size);
+
+  std::vector<std::string> audit() const;
+  // {"stats": {...}, "memory": {...}}
+  nlohmann::ordered_json stats() const;
+
+  mmu::Mmu& mmu() { return *mmu_; }
+  MmuKind mmu_kind() const { return config_.mmu; }
+
+ private:
+  friend class Vcpu;
+  guest::Memslot& slot_of_range(uint64_t gpa, uint64_t size) const;
+
+  VmConfig config_;
+  x86::CpuModel model_;
+  guest::Memslots slots_;
+  guest::GuestMemory memory_{slots_};
+  std::unique_ptr<mmu::Mmu> mmu_;
+  std::map<uint32_t, std::unique_ptr<Vcpu>> vcpus_;
+};
+
+}  // namespace vmmu
