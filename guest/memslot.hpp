@@ -2,7 +2,7 @@
 // One memslot: a range of guest-physical frames backed by host memory (KVM's kvm_memory_slot).
 #include <cstdint>
 #include <memory>
-#include <unordered_map>
+#include <map>
 
 #include "guest/host_memory.hpp"
 #include "guest/sparse_bitmap.hpp"
@@ -55,6 +55,13 @@ class Memslot {
   uint8_t* original_host_page(uint64_t gfn) const { return host_->data() + ((gfn - base_gfn_) << x86::PAGE_SHIFT); }
   bool relocated(uint64_t gfn) const { return relocated_.count(gfn - base_gfn_) != 0; }
   uint64_t relocated_pages() const { return relocated_.size(); }
+  // Whether any page of [gfn, gfn + n) sits on a moved frame (its host frames are then not
+  // contiguous, so no huge mapping may span it).
+  bool relocated_in(uint64_t gfn, uint64_t n) const {
+    if (relocated_.empty()) return false;
+    auto it = relocated_.lower_bound(gfn - base_gfn_);
+    return it != relocated_.end() && it->first < gfn - base_gfn_ + n;
+  }
 
   // Dirty logging (slot-relative bit = gfn - base_gfn, so a moved slot keeps its log).
   bool dirty_logging() const { return dirty_logging_; }
@@ -83,7 +90,7 @@ class Memslot {
   bool dirty_logging_ = false;
   HostPageSize host_page_;
   std::unique_ptr<HostRegion> host_;
-  std::unordered_map<uint64_t, uint8_t*> relocated_;  // slot offset -> frame after an unmap
+  std::map<uint64_t, uint8_t*> relocated_;  // slot offset -> frame after an unmap
   SparseBitmap dirty_;
   SparseBitmap accessed_;
 };

@@ -70,22 +70,30 @@ Memslot& Memslots::get(uint32_t id) const {
 
 void Memslots::remove(uint32_t id) {
   Memslot& s = get(id);
-  for (const auto& [offset, frame] : s.relocated_) frames_.release(frame);
+  for (const auto& [offset, frame] : s.relocated_) {
+    moved_frames_.erase(frame);
+    frames_.release(frame);
+  }
   by_gfn_.erase(std::find(by_gfn_.begin(), by_gfn_.end(), &s));
   owned_.erase(std::find_if(owned_.begin(), owned_.end(), [&](const auto& p) { return p.get() == &s; }));
   ++generation_;
 }
 
 void Memslots::move(uint32_t id, uint64_t new_gpa) {
+  check_move(id, new_gpa);
   Memslot& s = get(id);
+  s.base_gfn_ = new_gpa >> x86::PAGE_SHIFT;
+  sort();
+  ++generation_;
+}
+
+void Memslots::check_move(uint32_t id, uint64_t new_gpa) const {
+  const Memslot& s = get(id);
   if (new_gpa & x86::PAGE_OFFSET_MASK) throw UsageError(fmt::format("gpa 0x{:x} is not 4 KiB aligned", new_gpa));
   const uint64_t size = s.npages() << x86::PAGE_SHIFT;
   if (new_gpa >= MAX_GPA || size > MAX_GPA - new_gpa)
     throw UsageError(fmt::format("gpa 0x{:x} + size 0x{:x} ends above the 52-bit physical address space", new_gpa, size));
   check_free(new_gpa >> x86::PAGE_SHIFT, s.npages(), &s);
-  s.base_gfn_ = new_gpa >> x86::PAGE_SHIFT;
-  sort();
-  ++generation_;
 }
 
 void Memslots::set_dirty_logging(uint32_t id, bool on) {
@@ -113,18 +121,38 @@ uint64_t Memslots::relocate(uint64_t gfn, uint64_t npages) {
     std::memcpy(new_frame, old_frame, x86::PAGE_SIZE);
     std::memset(old_frame, POISON_BYTE, x86::PAGE_SIZE);
     if (it != s->relocated_.end()) {
+      moved_frames_.erase(old_frame);
       frames_.release(old_frame);
       it->second = new_frame;
     } else {
       s->relocated_.emplace(offset, new_frame);
     }
+    moved_frames_[new_frame] = {s->id(), offset};
     ++moved;
   }
   return moved;
 }
 
+Memslot* Memslots::slot_of_frame(const uint8_t* frame, uint64_t& gfn) const {
+  for (Memslot* s : by_gfn_) {
+    const uint8_t* base = s->host_->data();
+    if (frame >= base && frame < base + (s->npages() << x86::PAGE_SHIFT)) {
+      const uint64_t page = static_cast<uint64_t>(frame - base) >> x86::PAGE_SHIFT;
+      if (s->relocated_.count(page)) return nullptr;  // the old frame of a moved page: poison
+      gfn = s->base_gfn() + page;
+      return s;
+    }
+  }
+  auto it = moved_frames_.find(frame);
+  if (it == moved_frames_.end()) return nullptr;
+  Memslot* s = by_id(it->second.first);
+  gfn = s->base_gfn() + it->second.second;
+  return s;
+}
+
 uint64_t Memslots::metadata_bytes() const {
-  uint64_t n = by_gfn_.capacity() * sizeof(Memslot*) + owned_.capacity() * sizeof(owned_[0]);
+  uint64_t n = by_gfn_.capacity() * sizeof(Memslot*) + owned_.capacity() * sizeof(owned_[0]) +
+               moved_frames_.size() * (sizeof(void*) + 16 + 4 * sizeof(void*));
   for (const Memslot* s : by_gfn_) n += s->metadata_bytes();
   return n;
 }

@@ -3,6 +3,7 @@
 // change so that cached MMIO decisions can be invalidated without a walk (KVM's memslot generation).
 #include <algorithm>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <stdexcept>
 #include <vector>
@@ -27,6 +28,7 @@ class Memslots {
   Memslot& add(const MemslotSpec& spec);
   void remove(uint32_t id);
   void move(uint32_t id, uint64_t new_gpa);
+  void check_move(uint32_t id, uint64_t new_gpa) const;  // throws what move() would
   void set_dirty_logging(uint32_t id, bool on);
 
   Memslot* find(uint64_t gfn) const {
@@ -48,11 +50,23 @@ class Memslots {
   // poisons the old ones; the guest sees the same data. Returns how many pages moved.
   uint64_t relocate(uint64_t gfn, uint64_t npages);
 
+  // The memslot and gfn that a host frame backs now, if any (a host frame maps back to its gfn
+  // through the slot that contains it, or through the record of frames moved by `unmap`).
+  Memslot* slot_of_frame(const uint8_t* frame, uint64_t& gfn) const;
+
+  // Whether any memslot holds a gfn of [gfn, gfn + npages).
+  bool any_in(uint64_t gfn, uint64_t npages) const {
+    auto it = std::upper_bound(by_gfn_.begin(), by_gfn_.end(), gfn + npages - 1,
+                               [](uint64_t g, const Memslot* s) { return g < s->base_gfn(); });
+    return it != by_gfn_.begin() && (*(it - 1))->end_gfn() > gfn;
+  }
+
  private:
   void check_free(uint64_t gfn, uint64_t npages, const Memslot* ignore) const;
   void sort();
 
   std::vector<std::unique_ptr<Memslot>> owned_;
+  std::map<const uint8_t*, std::pair<uint32_t, uint64_t>> moved_frames_;  // frame -> (slot id, page)
   std::vector<Memslot*> by_gfn_;
   uint64_t generation_ = 0;
   FrameArena frames_;

@@ -39,6 +39,16 @@ class SparseBitmap {
     c[(i & (CHUNK_BITS - 1)) / 64].fetch_and(~(1ull << (i & 63)), std::memory_order_relaxed);
   }
 
+  // Word `w` (bits 64w .. 64w+63), and clearing some of its bits; returns the bits that were set.
+  uint64_t word(uint64_t w) const {
+    const auto& c = chunks_[(w * 64) >> CHUNK_SHIFT];
+    return c ? c[w % CHUNK_WORDS].load(std::memory_order_relaxed) : 0;
+  }
+  uint64_t clear_word_bits(uint64_t w, uint64_t mask) {
+    auto& c = chunks_[(w * 64) >> CHUNK_SHIFT];
+    return c ? c[w % CHUNK_WORDS].fetch_and(~mask, std::memory_order_relaxed) & mask : 0;
+  }
+
   // Calls f(index) for every set bit in [first, last), in ascending order.
   template <class F>
   void for_each_set(uint64_t first, uint64_t last, F&& f) const {

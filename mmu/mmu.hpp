@@ -11,10 +11,18 @@
 
 #include "guest/memslots.hpp"
 #include "mmu/access_result.hpp"
+#include "mmu/mmu_lock.hpp"
 #include "mmu/vcpu_context.hpp"
 #include "x86/access.hpp"
 
 namespace vmmu::mmu {
+
+// 64 consecutive pages of a memslot's dirty bitmap: bit i of `mask` is page `first + i`
+// (slot-relative), the unit of KVM_CLEAR_DIRTY_LOG.
+struct DirtyChunk {
+  uint64_t first = 0;
+  uint64_t mask = 0;
+};
 
 class Mmu {
  public:
@@ -24,6 +32,13 @@ class Mmu {
   Mmu& operator=(const Mmu&) = delete;
 
   virtual const char* name() const = 0;
+
+  // KVM's mmu_lock: the Vm holds it shared around each guest access and exclusively around
+  // memslot changes; engines take it themselves for their own long operations.
+  MmuLock& lock() { return lock_; }
+
+  // A vCPU was created (engines attach their per-vCPU state; remote flushes wait on it).
+  virtual void vcpu_created(VcpuContext& vcpu) { vcpus_.push_back(&vcpu); }
 
   // Translates and performs one access of `width` bytes within one page.
   virtual AccessResult access(VcpuContext& vcpu, uint64_t gva, x86::AccessKind kind, unsigned width, uint64_t value) = 0;
@@ -35,15 +50,16 @@ class Mmu {
   virtual void invlpg(VcpuContext&, uint64_t /*gva*/) {}
   virtual void flush(VcpuContext&) {}
 
-  // Memslot changes, called after Memslots changed; `old_base_gfn` is where a moved slot was.
-  virtual void memslot_added(const guest::Memslot&) {}
-  virtual void memslot_removing(const guest::Memslot&) {}
-  virtual void memslot_moved(const guest::Memslot&, uint64_t /*old_base_gfn*/) {}
-  virtual void dirty_logging_changed(const guest::Memslot&) {}
+  // Memslot changes, with the exclusive lock held. A slot about to be deleted or moved loses
+  // every mapping of its old range before the change (`memslot_leaving`); a new or moved slot
+  // is announced after it (`memslot_arrived`), and so is a change of dirty logging.
+  virtual void memslot_leaving(guest::Memslot&) {}
+  virtual void memslot_arrived(guest::Memslot&) {}
+  virtual void dirty_logging_changed(guest::Memslot&) {}
   // Before the dirty bitmap is read (engines that log by D bits harvest them here) and after
-  // the VMM cleared `gfns` in it (engines re-protect those).
+  // the VMM cleared `chunks` of it (engines re-protect exactly those pages).
   virtual void dirty_log_sync(guest::Memslot&) {}
-  virtual void dirty_log_cleared(guest::Memslot&, const std::vector<uint64_t>& /*gfns*/) {}
+  virtual void dirty_log_cleared(guest::Memslot&, const std::vector<DirtyChunk>& /*chunks*/) {}
 
   // Host invalidation of [gfn, gfn + npages) (KVM's MMU notifier): no mapping of the old frames
   // may survive `invalidate_start`; the host moves the pages between start and end.
@@ -63,6 +79,8 @@ class Mmu {
 
  protected:
   guest::Memslots& slots_;
+  std::vector<VcpuContext*> vcpus_;
+  MmuLock lock_;
 };
 
 }  // namespace vmmu::mmu

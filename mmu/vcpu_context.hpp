@@ -1,18 +1,30 @@
 #pragma once
-// The per-vCPU state an MMU reads: registers, the paging context derived from them, and the
-// PAE PDPTEs latched at the last load.
+// The per-vCPU state an MMU reads: registers, the paging context derived from them, the PAE
+// PDPTEs latched at the last load, the engine's own per-vCPU state, and the access epoch that
+// remote TLB flushes wait on.
+#include <atomic>
 #include <cstdint>
+#include <memory>
 
 #include "x86/cpu_state.hpp"
 #include "x86/paging_context.hpp"
 
 namespace vmmu::mmu {
 
+// An engine's per-vCPU data (page caches, cached roots, ...).
+struct VcpuMmuState {
+  virtual ~VcpuMmuState() = default;
+};
+
 struct VcpuContext {
   uint32_t id = 0;
   x86::CpuState state{};
   x86::PagingContext paging{};
   x86::PaePdptes pdptes{};
+  std::unique_ptr<VcpuMmuState> mmu_state;
+  // Odd while the vCPU is inside an access: a remote TLB flush waits until every vCPU that was
+  // inside one has left it, so no access is still in flight through an SPTE it took away.
+  std::atomic<uint64_t> access_epoch{0};
 };
 
 }  // namespace vmmu::mmu

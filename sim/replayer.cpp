@@ -140,7 +140,7 @@ void Replayer::execute(const Op& op) {
         case DirtyLogAction::Enable: vm_.set_dirty_logging(op.id, true); return;
         case DirtyLogAction::Disable: vm_.set_dirty_logging(op.id, false); return;
         case DirtyLogAction::Get: {
-          const std::vector<uint64_t> gfns = vm_.get_dirty_log(op.id);
+          const std::vector<uint64_t> gfns = vm_.dirty_gfns(op.id);
           std::vector<uint64_t>& last = last_dirty_get_[op.id];
           last.clear();
           for (uint64_t g : gfns) last.push_back(g - slot.base_gfn());
@@ -153,7 +153,7 @@ void Replayer::execute(const Op& op) {
           std::vector<uint64_t> gfns;
           if (auto it = last_dirty_get_.find(op.id); it != last_dirty_get_.end())
             for (uint64_t page : it->second) gfns.push_back(slot.base_gfn() + page);
-          vm_.clear_dirty_log(op.id, gfns);
+          vm_.clear_dirty_gfns(op.id, gfns);
           return;
         }
       }

@@ -1,5 +1,8 @@
 #include "vm/vcpu.hpp"
 
+#include <mutex>
+#include <shared_mutex>
+
 #include <fmt/format.h>
 
 #include "vm/vm.hpp"
@@ -51,6 +54,7 @@ std::optional<x86::Fault> Vcpu::set_registers(const RegisterUpdate& u) {
   if (u.pkru) s.pkru = *u.pkru;
   check_state(s);
 
+  std::lock_guard g(vm_.mmu_->lock());
   if (!u.touches_paging()) {
     ctx_.state = s;
     return std::nullopt;
@@ -70,6 +74,7 @@ std::optional<x86::Fault> Vcpu::mov_cr3(uint64_t cr3) {
   x86::CpuState s = ctx_.state;
   s.cr3 = cr3;
   check_state(s);
+  std::lock_guard g(vm_.mmu_->lock());
   x86::PaePdptes pdptes = ctx_.pdptes;
   if (s.mode() == x86::PagingMode::Pae) {
     if (auto f = load_pdptes(s, pdptes)) return f;
@@ -83,10 +88,12 @@ std::optional<x86::Fault> Vcpu::mov_cr3(uint64_t cr3) {
 
 void Vcpu::invlpg(uint64_t gva) {
   if (!ctx_.state.long_mode() && (gva >> 32)) throw UsageError(fmt::format("gva 0x{:x} is 2^32 or more outside long mode", gva));
+  std::lock_guard g(vm_.mmu_->lock());
   vm_.mmu_->invlpg(ctx_, gva);
 }
 
 std::optional<x86::Fault> Vcpu::flush() {
+  std::lock_guard g(vm_.mmu_->lock());
   if (ctx_.state.mode() == x86::PagingMode::Pae) {
     x86::PaePdptes pdptes;
     if (auto f = load_pdptes(ctx_.state, pdptes)) return f;
@@ -102,7 +109,13 @@ AccessResult Vcpu::access(uint64_t gva, AccessKind kind, unsigned width, uint64_
   if (width < 8 && (value >> (8 * width))) throw UsageError(fmt::format("value 0x{:x} is wider than {} bytes", value, width));
   if ((gva & x86::PAGE_OFFSET_MASK) + width > x86::PAGE_SIZE) throw UsageError(fmt::format("access of {} bytes at 0x{:x} crosses a page", width, gva));
   if (!ctx_.state.long_mode() && (gva >> 32)) throw UsageError(fmt::format("gva 0x{:x} is 2^32 or more outside long mode", gva));
-  const AccessResult r = vm_.mmu_->access(ctx_, gva, kind, width, value);
+  AccessResult r;
+  {
+    std::shared_lock g(vm_.mmu_->lock());
+    ctx_.access_epoch.fetch_add(1, std::memory_order_acq_rel);  // odd: inside an access
+    r = vm_.mmu_->access(ctx_, gva, kind, width, value);
+    ctx_.access_epoch.fetch_add(1, std::memory_order_release);
+  }
   count(r, kind);
   return r;
 }

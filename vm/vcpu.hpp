@@ -58,6 +58,7 @@ class Vcpu {
   AccessResult access(uint64_t gva, AccessKind kind, unsigned width = 8, uint64_t value = 0);
 
  private:
+  friend class Vm;
   void check_state(const x86::CpuState& s) const;
   std::optional<x86::Fault> load_pdptes(const x86::CpuState& s, x86::PaePdptes& out) const;
   void count(const AccessResult& r, AccessKind kind);

@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <mutex>
+#include <shared_mutex>
+
 #include "mmu/reference_mmu.hpp"
 
 namespace vmmu {
@@ -9,13 +12,13 @@ namespace vmmu {
 namespace {
 constexpr uint32_t MAX_VCPU_ID = 4095;
 
-std::unique_ptr<mmu::Mmu> make_mmu(MmuKind kind, guest::Memslots& slots) {
-  switch (kind) {
+std::unique_ptr<mmu::Mmu> make_mmu(const VmConfig& config, guest::Memslots& slots) {
+  switch (config.mmu) {
     case MmuKind::None: return std::make_unique<mmu::ReferenceMmu>(slots);
-    case MmuKind::Tdp:
+    case MmuKind::Tdp: return std::make_unique<mmu::TdpMmu>(slots, config.tdp);
     case MmuKind::Shadow: break;
   }
-  throw UsageError(fmt::format("--mmu={} is not implemented yet", name(kind)));
+  throw UsageError(fmt::format("--mmu={} is not implemented yet", name(config.mmu)));
 }
 }  // namespace
 
@@ -35,7 +38,7 @@ std::optional<MmuKind> parse_mmu_kind(const std::string& s) {
   return std::nullopt;
 }
 
-Vm::Vm(const VmConfig& config) : config_(config), mmu_(make_mmu(config.mmu, slots_)) {}
+Vm::Vm(const VmConfig& config) : config_(config), mmu_(make_mmu(config, slots_)) {}
 Vm::~Vm() = default;
 
 void Vm::set_cpu_model(const x86::CpuModel& model) {
@@ -45,18 +48,24 @@ void Vm::set_cpu_model(const x86::CpuModel& model) {
   model_ = model;
 }
 
-void Vm::add_memslot(const MemslotSpec& spec) { mmu_->memslot_added(slots_.add(spec)); }
+void Vm::add_memslot(const MemslotSpec& spec) {
+  std::lock_guard g(mmu_->lock());
+  mmu_->memslot_arrived(slots_.add(spec));
+}
 
 void Vm::delete_memslot(uint32_t id) {
-  mmu_->memslot_removing(slots_.get(id));
+  std::lock_guard g(mmu_->lock());
+  mmu_->memslot_leaving(slots_.get(id));
   slots_.remove(id);
 }
 
 void Vm::move_memslot(uint32_t id, uint64_t gpa) {
+  std::lock_guard g(mmu_->lock());
   guest::Memslot& s = slots_.get(id);
-  const uint64_t old_base = s.base_gfn();
+  slots_.check_move(id, gpa);  // refuse before any mapping is dropped
+  mmu_->memslot_leaving(s);
   slots_.move(id, gpa);
-  mmu_->memslot_moved(s, old_base);
+  mmu_->memslot_arrived(s);
 }
 
 Vcpu& Vm::create_vcpu(uint32_t id) {
@@ -64,6 +73,7 @@ Vcpu& Vm::create_vcpu(uint32_t id) {
   if (vcpus_.count(id)) throw UsageError(fmt::format("vcpu {} already exists", id));
   auto& v = vcpus_[id];
   v = std::make_unique<Vcpu>(*this, id);
+  mmu_->vcpu_created(v->ctx_);
   return *v;
 }
 
@@ -82,6 +92,7 @@ guest::Memslot& Vm::slot_of_range(uint64_t gpa, uint64_t size) const {
 
 void Vm::write_guest(uint64_t gpa, unsigned width, uint64_t value) {
   if ((gpa & x86::PAGE_OFFSET_MASK) + width > x86::PAGE_SIZE) throw UsageError(fmt::format("{} bytes at 0x{:x} cross a page", width, gpa));
+  std::lock_guard g(mmu_->lock());
   slot_of_range(gpa, width);
   memory_.write(gpa, width, value);
   mmu_->vmm_write(gpa, width);
@@ -89,6 +100,7 @@ void Vm::write_guest(uint64_t gpa, unsigned width, uint64_t value) {
 
 uint64_t Vm::read_guest(uint64_t gpa, unsigned width) const {
   if ((gpa & x86::PAGE_OFFSET_MASK) + width > x86::PAGE_SIZE) throw UsageError(fmt::format("{} bytes at 0x{:x} cross a page", width, gpa));
+  std::shared_lock g(mmu_->lock());
   slot_of_range(gpa, width);
   uint64_t v = 0;
   memory_.read(gpa, width, v);
@@ -96,32 +108,75 @@ uint64_t Vm::read_guest(uint64_t gpa, unsigned width) const {
 }
 
 void Vm::set_dirty_logging(uint32_t slot, bool on) {
+  std::lock_guard g(mmu_->lock());
   slots_.set_dirty_logging(slot, on);
   mmu_->dirty_logging_changed(slots_.get(slot));
 }
 
-std::vector<uint64_t> Vm::get_dirty_log(uint32_t slot) {
+guest::Memslot& Vm::logged_slot(uint32_t slot) const {
   guest::Memslot& s = slots_.get(slot);
+  if (s.readonly()) throw UsageError(fmt::format("memslot {} is read-only: it has no dirty log", slot));
   if (!s.dirty_logging()) throw UsageError(fmt::format("memslot {} has no dirty logging", slot));
+  return s;
+}
+
+DirtyBitmap Vm::get_dirty_log(uint32_t slot) {
+  std::shared_lock g(mmu_->lock());
+  guest::Memslot& s = logged_slot(slot);
+  mmu_->dirty_log_sync(s);
+  DirtyBitmap b{s.base_gfn(), s.npages(), std::vector<uint64_t>((s.npages() + 63) / 64)};
+  for (uint64_t w = 0; w < b.words.size(); ++w) b.words[w] = s.dirty_bitmap().word(w);
+  return b;
+}
+
+std::vector<uint64_t> Vm::dirty_gfns(uint32_t slot) {
+  std::shared_lock g(mmu_->lock());
+  guest::Memslot& s = logged_slot(slot);
   mmu_->dirty_log_sync(s);
   std::vector<uint64_t> gfns;
   s.dirty_bitmap().for_each_set(0, s.npages(), [&](uint64_t i) { gfns.push_back(s.base_gfn() + i); });
   return gfns;
 }
 
-void Vm::clear_dirty_log(uint32_t slot, const std::vector<uint64_t>& gfns) {
+void Vm::clear_dirty_chunks(guest::Memslot& s, std::vector<mmu::DirtyChunk>& chunks) {
+  // Clear the bits first, then re-protect: a write that slips in between is in memory, and the
+  // VMM reads the page after `clear` returns (KVM's order).
+  for (mmu::DirtyChunk& c : chunks) c.mask = s.dirty_bitmap().clear_word_bits(c.first / 64, c.mask);
+  mmu_->dirty_log_cleared(s, chunks);
+}
+
+void Vm::clear_dirty_log(uint32_t slot, uint64_t first_page, const std::vector<uint64_t>& words) {
+  if (first_page % 64) throw UsageError(fmt::format("first page {} is not a multiple of 64", first_page));
+  std::shared_lock g(mmu_->lock());
+  guest::Memslot& s = logged_slot(slot);
+  if (first_page + 64 * words.size() > ((s.npages() + 63) & ~63ull)) throw UsageError("the bitmap reaches past the memslot");
+  std::vector<mmu::DirtyChunk> chunks;
+  for (uint64_t w = 0; w < words.size(); ++w) {
+    uint64_t mask = words[w];
+    if (first_page + 64 * w + 64 > s.npages() && s.npages() % 64) mask &= (1ull << (s.npages() % 64)) - 1;
+    if (mask) chunks.push_back({first_page + 64 * w, mask});
+  }
+  clear_dirty_chunks(s, chunks);
+}
+
+void Vm::clear_dirty_gfns(uint32_t slot, const std::vector<uint64_t>& gfns) {
+  std::shared_lock g(mmu_->lock());
   guest::Memslot& s = slots_.get(slot);
   if (s.readonly()) throw UsageError(fmt::format("memslot {} is read-only: it has no dirty log", slot));
   if (!s.dirty_logging()) return;
+  std::vector<mmu::DirtyChunk> chunks;
   for (uint64_t g : gfns) {
     if (!s.contains(g)) throw UsageError(fmt::format("gfn 0x{:x} is not in memslot {}", g, slot));
+    const uint64_t page = g - s.base_gfn();
+    if (chunks.empty() || chunks.back().first != (page & ~63ull)) chunks.push_back({page & ~63ull, 0});
+    chunks.back().mask |= 1ull << (page & 63);
   }
-  for (uint64_t g : gfns) s.dirty_bitmap().clear(g - s.base_gfn());
-  mmu_->dirty_log_cleared(s, gfns);
+  clear_dirty_chunks(s, chunks);
 }
 
 void Vm::unmap(uint64_t gpa, uint64_t size) {
   if ((gpa | size) & x86::PAGE_OFFSET_MASK) throw UsageError(fmt::format("range 0x{:x}+0x{:x} is not 4 KiB aligned", gpa, size));
+  std::lock_guard g(mmu_->lock());
   slot_of_range(gpa, size);
   const uint64_t gfn = gpa >> x86::PAGE_SHIFT, n = size >> x86::PAGE_SHIFT;
   mmu_->invalidate_start(gfn, n);
@@ -131,6 +186,7 @@ void Vm::unmap(uint64_t gpa, uint64_t size) {
 
 std::vector<uint64_t> Vm::age(uint64_t gpa, uint64_t size) {
   if ((gpa | size) & x86::PAGE_OFFSET_MASK) throw UsageError(fmt::format("range 0x{:x}+0x{:x} is not 4 KiB aligned", gpa, size));
+  std::lock_guard g(mmu_->lock());
   guest::Memslot& s = slot_of_range(gpa, size);
   const uint64_t gfn = gpa >> x86::PAGE_SHIFT, n = size >> x86::PAGE_SHIFT;
   mmu_->harvest_accessed(s, gfn, n);
@@ -142,6 +198,7 @@ std::vector<uint64_t> Vm::age(uint64_t gpa, uint64_t size) {
 }
 
 std::vector<std::string> Vm::audit() const {
+  std::lock_guard g(mmu_->lock());
   std::vector<std::string> v;
   // Memslots: sorted, disjoint, inside the physical address space.
   const auto& slots = slots_.slots();
@@ -160,6 +217,7 @@ std::vector<std::string> Vm::audit() const {
 }
 
 nlohmann::ordered_json Vm::stats() const {
+  std::lock_guard g(mmu_->lock());
   nlohmann::ordered_json stats = nlohmann::ordered_json::object();
   nlohmann::ordered_json memory = nlohmann::ordered_json::object();
   VcpuStats sum;

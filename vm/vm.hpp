@@ -13,6 +13,7 @@
 #include "guest/guest_memory.hpp"
 #include "guest/memslots.hpp"
 #include "mmu/mmu.hpp"
+#include "mmu/tdp_mmu.hpp"
 #include "vm/vcpu.hpp"
 #include "x86/cpu_state.hpp"
 
@@ -29,6 +30,15 @@ std::optional<MmuKind> parse_mmu_kind(const std::string& s);
 
 struct VmConfig {
   MmuKind mmu = MmuKind::None;
+  mmu::TdpOptions tdp{};
+};
+
+// A memslot's dirty bitmap as KVM_GET_DIRTY_LOG returns it: bit i of words[i / 64] is the
+// slot's page i (gfn base_gfn + i).
+struct DirtyBitmap {
+  uint64_t base_gfn = 0;
+  uint64_t npages = 0;
+  std::vector<uint64_t> words;
 };
 
 class Vm {
@@ -56,11 +66,16 @@ class Vm {
   void write_guest(uint64_t gpa, unsigned width, uint64_t value);
   uint64_t read_guest(uint64_t gpa, unsigned width) const;
 
-  // Dirty logging with KVM's manual-protect semantics: `get` returns the gfns written since
-  // logging was enabled and not cleared since; `clear` clears exactly the gfns given.
+  // Dirty logging with KVM's manual-protect semantics: `get` returns the pages written since
+  // logging was enabled and not cleared since, and changes nothing; `clear` clears exactly the
+  // pages given (64-page words from `first_page`, slot-relative and a multiple of 64) and
+  // re-protects them, so their next write is logged again.
   void set_dirty_logging(uint32_t slot, bool on);
-  std::vector<uint64_t> get_dirty_log(uint32_t slot);
-  void clear_dirty_log(uint32_t slot, const std::vector<uint64_t>& gfns);
+  DirtyBitmap get_dirty_log(uint32_t slot);
+  void clear_dirty_log(uint32_t slot, uint64_t first_page, const std::vector<uint64_t>& words);
+  // The same as sorted gfn lists, for sparse use (a replay prints and clears gfns).
+  std::vector<uint64_t> dirty_gfns(uint32_t slot);
+  void clear_dirty_gfns(uint32_t slot, const std::vector<uint64_t>& gfns);
 
   // The host moves the pages of [gpa, gpa + size) to new frames (an MMU-notifier invalidation).
   void unmap(uint64_t gpa, uint64_t size);
@@ -72,18 +87,21 @@ class Vm {
   nlohmann::ordered_json stats() const;
 
   mmu::Mmu& mmu() { return *mmu_; }
+  mmu::Mmu& mmu() const { return *mmu_; }
   MmuKind mmu_kind() const { return config_.mmu; }
 
  private:
   friend class Vcpu;
   guest::Memslot& slot_of_range(uint64_t gpa, uint64_t size) const;
+  guest::Memslot& logged_slot(uint32_t slot) const;
+  void clear_dirty_chunks(guest::Memslot& s, std::vector<mmu::DirtyChunk>& chunks);
 
   VmConfig config_;
   x86::CpuModel model_;
   guest::Memslots slots_;
   guest::GuestMemory memory_{slots_};
+  std::map<uint32_t, std::unique_ptr<Vcpu>> vcpus_;  // outlives mmu_, which points at their contexts
   std::unique_ptr<mmu::Mmu> mmu_;
-  std::map<uint32_t, std::unique_ptr<Vcpu>> vcpus_;
 };
 
 }  // namespace vmmu

@@ -81,15 +81,22 @@ TEST_F(LongModeVm, DirtyLogCountsGuestWritesAndADUpdatesOnly) {
   vm.write_guest(0x6000, 8, 1);  // a VMM write is not logged
   Vcpu& v = vm.vcpu(0);
   ASSERT_TRUE(v.access(0x0, AccessKind::Read).ok());  // sets A bits in 4 tables
-  auto gfns = vm.get_dirty_log(0);
+  auto gfns = vm.dirty_gfns(0);
   EXPECT_EQ(gfns, (std::vector<uint64_t>{1, 2, 3, 4}));
-  vm.clear_dirty_log(0, gfns);
+  vm.clear_dirty_gfns(0, gfns);
   ASSERT_TRUE(v.access(0x0, AccessKind::Write, 8, 5).ok());  // D on the PTE, data page
-  EXPECT_EQ(vm.get_dirty_log(0), (std::vector<uint64_t>{4, 5}));
+  EXPECT_EQ(vm.dirty_gfns(0), (std::vector<uint64_t>{4, 5}));
   // A get without a clear keeps returning the same set.
-  EXPECT_EQ(vm.get_dirty_log(0), (std::vector<uint64_t>{4, 5}));
-  vm.clear_dirty_log(0, {5});
-  EXPECT_EQ(vm.get_dirty_log(0), (std::vector<uint64_t>{4}));
+  EXPECT_EQ(vm.dirty_gfns(0), (std::vector<uint64_t>{4, 5}));
+  vm.clear_dirty_gfns(0, {5});
+  EXPECT_EQ(vm.dirty_gfns(0), (std::vector<uint64_t>{4}));
+  // The KVM-shaped bitmap API says the same.
+  DirtyBitmap b = vm.get_dirty_log(0);
+  EXPECT_EQ(b.npages, 256u);
+  ASSERT_EQ(b.words.size(), 4u);
+  EXPECT_EQ(b.words[0], 1ull << 4);
+  vm.clear_dirty_log(0, 0, {1ull << 4});
+  EXPECT_TRUE(vm.dirty_gfns(0).empty());
 }
 
 TEST_F(LongModeVm, UnmapMovesPagesAndPoisonsOldFrames) {
