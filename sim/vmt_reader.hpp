@@ -24,7 +24,9 @@ class ParseError : public std::runtime_error {
 
 class VmtReader {
  public:
-  // Reads from `in`, which must outlive the reader.
+  // Reads from `in`, which must outlive the reader. The reader takes the input through `in`'s
+  // stream buffer in chunks (whatever is available, so a pipe works line by line too): read
+  // nothing else from `in` while the reader is in use.
   explicit VmtReader(std::istream& in);
 
   // The next op, or false at the end of the input. Throws ParseError for a malformed line
@@ -36,7 +38,9 @@ class VmtReader {
 
  private:
   std::istream& in_;
-  std::string buf_;
+  std::string buf_;               // a window of the input: bytes [pos_, end_) are not parsed yet
+  std::size_t pos_ = 0, end_ = 0;
+  bool eof_ = false;
   uint64_t line_ = 0;
   bool header_seen_ = false;
 };
