@@ -1,0 +1,151 @@
+// Golden tests of `vmmu replay`: every workload under workloads/ (default.vmt and examples/*.vmt)
+// is replayed with --mmu=none and its JSON Lines are compared, line by line, with the
+// hand-checked results frozen beside it in NAME.expected.jsonl. The contents of "stats" and
+// "memory" are counters, not results, so only their presence is compared.
+//
+// To change a workload: edit the .vmt, replay it, check every changed line by hand against the
+// SDM and VMT-FORMAT.md (each op's comment says what it must give), then overwrite the golden:
+//   vmmu replay workloads/X.vmt --mmu=none > workloads/X.expected.jsonl
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <sys/wait.h>
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+const fs::path kWorkloads = fs::path(VMMU_SOURCE_DIR) / "workloads";
+
+// Every .vmt of the workload tree, in a stable order.
+std::vector<fs::path> workload_files() {
+  std::vector<fs::path> files;
+  for (const fs::path& dir : {kWorkloads, kWorkloads / "examples"}) {
+    if (!fs::is_directory(dir)) continue;
+    for (const auto& e : fs::directory_iterator(dir)) {
+      if (e.is_regular_file() && e.path().extension() == ".vmt") files.push_back(e.path());
+    }
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+fs::path golden_of(const fs::path& vmt) {
+  fs::path g = vmt;
+  g.replace_extension(".expected.jsonl");
+  return g;
+}
+
+// A test name from the path below workloads/: examples/pae.vmt -> examples_pae.
+std::string test_name(const fs::path& vmt) {
+  std::string name = fs::relative(vmt, kWorkloads).replace_extension().generic_string();
+  for (char& c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  }
+  return name;
+}
+
+std::vector<std::string> split_lines(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty()) lines.push_back(line);
+  }
+  return lines;
+}
+
+std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+struct Replay {
+  std::string out;
+  int status = -1;
+};
+
+// Runs `vmmu replay FILE --mmu=MODE`; stderr goes to the test log.
+Replay replay(const fs::path& vmt, const std::string& mode) {
+  const std::string cmd = shell_quote(VMMU_BINARY) + " replay " + shell_quote(vmt.string()) + " --mmu=" + mode;
+  Replay r;
+  std::FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) return r;
+  char buf[1 << 16];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) r.out.append(buf, n);
+  const int st = ::pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+// The object with the contents of counter-valued keys blanked, so that only results compare.
+json results_only(json j) {
+  if (j.is_object()) {
+    for (const char* key : {"stats", "memory"}) {
+      if (j.contains(key)) j[key] = "(ignored)";
+    }
+  }
+  return j;
+}
+
+class GoldenTest : public ::testing::TestWithParam<fs::path> {};
+
+TEST_P(GoldenTest, ReplayNoneMatchesGolden) {
+  const fs::path vmt = GetParam();
+  const fs::path golden = golden_of(vmt);
+  ASSERT_TRUE(fs::exists(golden)) << "no golden file " << golden << " for " << vmt;
+  std::ifstream in(golden);
+  std::stringstream want_text;
+  want_text << in.rdbuf();
+  const std::vector<std::string> want = split_lines(want_text.str());
+
+  const Replay r = replay(vmt, "none");
+  ASSERT_EQ(r.status, 0) << "vmmu replay " << vmt << " --mmu=none failed; its output:\n" << r.out;
+  const std::vector<std::string> got = split_lines(r.out);
+
+  const size_t n = std::min(want.size(), got.size());
+  int mismatches = 0;
+  for (size_t i = 0; i < n && mismatches < 20; ++i) {
+    const json w = json::parse(want[i], nullptr, false);
+    const json g = json::parse(got[i], nullptr, false);
+    ASSERT_FALSE(w.is_discarded()) << golden << ":" << i + 1 << ": not JSON: " << want[i];
+    ASSERT_FALSE(g.is_discarded()) << "output line " << i + 1 << " is not JSON: " << got[i];
+    if (results_only(w) != results_only(g)) {
+      ++mismatches;
+      ADD_FAILURE() << vmt.filename().string() << " line " << w.value("line", 0) << " (result " << i + 1 << ")\n"
+                    << "  expected: " << want[i] << "\n  got:      " << got[i];
+    }
+  }
+  EXPECT_EQ(got.size(), want.size()) << "number of results differs from " << golden;
+}
+
+INSTANTIATE_TEST_SUITE_P(Workloads, GoldenTest, ::testing::ValuesIn(workload_files()),
+                         [](const ::testing::TestParamInfo<fs::path>& info) { return test_name(info.param); });
+
+// Every golden file belongs to a workload, and the tree holds the workloads it should.
+TEST(GoldenFiles, EachHasItsWorkload) {
+  for (const fs::path& dir : {kWorkloads, kWorkloads / "examples"}) {
+    if (!fs::is_directory(dir)) continue;
+    for (const auto& e : fs::directory_iterator(dir)) {
+      const std::string name = e.path().filename().string();
+      const std::string suffix = ".expected.jsonl";
+      if (name.size() <= suffix.size() || name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
+      const fs::path vmt = dir / (name.substr(0, name.size() - suffix.size()) + ".vmt");
+      EXPECT_TRUE(fs::exists(vmt)) << e.path() << " has no workload " << vmt;
+    }
+  }
+  EXPECT_TRUE(fs::exists(kWorkloads / "default.vmt"));
+  EXPECT_GE(workload_files().size(), 2u);
+}
+
+}  // namespace
