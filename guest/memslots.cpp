@@ -45,6 +45,7 @@ Memslot& Memslots::add(const MemslotSpec& spec) {
   if (spec.size > MAX_MEMSLOT_BYTES) throw UsageError(fmt::format("size 0x{:x} is over 64 TiB", spec.size));
   if (spec.gpa >= MAX_GPA || spec.size > MAX_GPA - spec.gpa)
     throw UsageError(fmt::format("gpa 0x{:x} + size 0x{:x} ends above the 52-bit physical address space", spec.gpa, spec.size));
+  if (spec.readonly && spec.log_dirty) throw UsageError("a read-only memslot has no dirty log: ro and log together");
   check_free(spec.gpa >> x86::PAGE_SHIFT, spec.size >> x86::PAGE_SHIFT, nullptr);
   auto slot = std::make_unique<Memslot>(spec);  // may throw HostMemoryError: nothing changed yet
   slot->dirty_logging_ = spec.log_dirty;
@@ -96,13 +97,14 @@ void Memslots::check_move(uint32_t id, uint64_t new_gpa) const {
   check_free(new_gpa >> x86::PAGE_SHIFT, s.npages(), &s);
 }
 
-void Memslots::set_dirty_logging(uint32_t id, bool on) {
+bool Memslots::set_dirty_logging(uint32_t id, bool on) {
   Memslot& s = get(id);
   if (on && s.readonly()) throw UsageError(fmt::format("memslot {} is read-only: it has no dirty log", id));
-  if (on && !s.dirty_logging_) s.dirty_ = SparseBitmap(s.npages());  // logging starts afresh
-  if (!on) s.dirty_ = SparseBitmap(s.npages());
+  if (on == s.dirty_logging_) return false;  // the same flags again: nothing changes (as in KVM)
+  s.dirty_ = SparseBitmap(s.npages());       // logging starts afresh; stopping drops the log
   s.dirty_logging_ = on;
   ++generation_;
+  return true;
 }
 
 uint64_t Memslots::relocate(uint64_t gfn, uint64_t npages) {

@@ -29,7 +29,7 @@ class Memslots {
   void remove(uint32_t id);
   void move(uint32_t id, uint64_t new_gpa);
   void check_move(uint32_t id, uint64_t new_gpa) const;  // throws what move() would
-  void set_dirty_logging(uint32_t id, bool on);
+  bool set_dirty_logging(uint32_t id, bool on);  // false when it was so already
 
   Memslot* find(uint64_t gfn) const {
     auto it = std::upper_bound(by_gfn_.begin(), by_gfn_.end(), gfn,

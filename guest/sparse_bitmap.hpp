@@ -1,7 +1,8 @@
 #pragma once
 // A bitmap over a guest range of up to 64 TiB whose storage is allocated lazily, one GiB of
 // guest frames (32 KiB of bits) at a time, so a huge memslot costs only what it uses.
-// Bits are set with atomic fetch_or: vCPU threads may mark pages while another thread reads.
+// vCPU threads set bits concurrently (a chunk is published by compare-and-swap), while another
+// thread reads or clears them.
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -14,38 +15,52 @@ class SparseBitmap {
   static constexpr unsigned CHUNK_SHIFT = 18;  // 2^18 frames = 1 GiB of 4 KiB pages
   static constexpr uint64_t CHUNK_BITS = 1ull << CHUNK_SHIFT;
   static constexpr uint64_t CHUNK_WORDS = CHUNK_BITS / 64;
+  using Word = std::atomic<uint64_t>;
 
   SparseBitmap() = default;
-  explicit SparseBitmap(uint64_t nbits) : nbits_(nbits), chunks_((nbits + CHUNK_BITS - 1) >> CHUNK_SHIFT) {}
+  explicit SparseBitmap(uint64_t nbits)
+      : nbits_(nbits), nchunks_((nbits + CHUNK_BITS - 1) >> CHUNK_SHIFT), chunks_(new std::atomic<Word*>[nchunks_]) {
+    for (uint64_t i = 0; i < nchunks_; ++i) chunks_[i].store(nullptr, std::memory_order_relaxed);
+  }
+  ~SparseBitmap() { release(); }
+  SparseBitmap(const SparseBitmap&) = delete;
+  SparseBitmap& operator=(const SparseBitmap&) = delete;
+  SparseBitmap(SparseBitmap&& o) noexcept { *this = std::move(o); }
+  SparseBitmap& operator=(SparseBitmap&& o) noexcept {
+    if (this != &o) {
+      release();
+      nbits_ = o.nbits_;
+      nchunks_ = o.nchunks_;
+      chunks_ = std::move(o.chunks_);
+      o.nbits_ = o.nchunks_ = 0;
+    }
+    return *this;
+  }
 
   uint64_t size() const { return nbits_; }
 
   bool test(uint64_t i) const {
-    const auto& c = chunks_[i >> CHUNK_SHIFT];
-    if (!c) return false;
-    return (c[(i & (CHUNK_BITS - 1)) / 64].load(std::memory_order_relaxed) >> (i & 63)) & 1;
+    const Word* c = chunk_if_any(i >> CHUNK_SHIFT);
+    return c && ((c[(i & (CHUNK_BITS - 1)) / 64].load(std::memory_order_relaxed) >> (i & 63)) & 1);
   }
 
   void set(uint64_t i) {
-    std::atomic<uint64_t>* c = chunk(i >> CHUNK_SHIFT);
-    std::atomic<uint64_t>& w = c[(i & (CHUNK_BITS - 1)) / 64];
+    Word& w = chunk(i >> CHUNK_SHIFT)[(i & (CHUNK_BITS - 1)) / 64];
     const uint64_t bit = 1ull << (i & 63);
     if (!(w.load(std::memory_order_relaxed) & bit)) w.fetch_or(bit, std::memory_order_relaxed);
   }
 
   void clear(uint64_t i) {
-    auto& c = chunks_[i >> CHUNK_SHIFT];
-    if (!c) return;
-    c[(i & (CHUNK_BITS - 1)) / 64].fetch_and(~(1ull << (i & 63)), std::memory_order_relaxed);
+    if (Word* c = chunk_if_any(i >> CHUNK_SHIFT)) c[(i & (CHUNK_BITS - 1)) / 64].fetch_and(~(1ull << (i & 63)), std::memory_order_relaxed);
   }
 
   // Word `w` (bits 64w .. 64w+63), and clearing some of its bits; returns the bits that were set.
   uint64_t word(uint64_t w) const {
-    const auto& c = chunks_[(w * 64) >> CHUNK_SHIFT];
+    const Word* c = chunk_if_any((w * 64) >> CHUNK_SHIFT);
     return c ? c[w % CHUNK_WORDS].load(std::memory_order_relaxed) : 0;
   }
   uint64_t clear_word_bits(uint64_t w, uint64_t mask) {
-    auto& c = chunks_[(w * 64) >> CHUNK_SHIFT];
+    Word* c = chunk_if_any((w * 64) >> CHUNK_SHIFT);
     return c ? c[w % CHUNK_WORDS].fetch_and(~mask, std::memory_order_relaxed) & mask : 0;
   }
 
@@ -53,14 +68,13 @@ class SparseBitmap {
   template <class F>
   void for_each_set(uint64_t first, uint64_t last, F&& f) const {
     for (uint64_t i = first; i < last;) {
-      const auto& c = chunks_[i >> CHUNK_SHIFT];
+      const Word* c = chunk_if_any(i >> CHUNK_SHIFT);
       if (!c) {
         i = ((i >> CHUNK_SHIFT) + 1) << CHUNK_SHIFT;
         continue;
       }
-      const uint64_t word_index = (i & (CHUNK_BITS - 1)) / 64;
-      uint64_t w = c[word_index].load(std::memory_order_relaxed) & (~0ull << (i & 63));
       const uint64_t word_base = i & ~63ull;
+      uint64_t w = c[(i & (CHUNK_BITS - 1)) / 64].load(std::memory_order_relaxed) & (~0ull << (i & 63));
       while (w) {
         const uint64_t bit = word_base + static_cast<uint64_t>(__builtin_ctzll(w));
         if (bit >= last) return;
@@ -73,21 +87,29 @@ class SparseBitmap {
 
   // Bytes of storage held (chunks allocated plus the chunk table).
   uint64_t bytes() const {
-    uint64_t n = chunks_.size() * sizeof(chunks_[0]);
-    for (const auto& c : chunks_)
-      if (c) n += CHUNK_WORDS * sizeof(uint64_t);
+    uint64_t n = nchunks_ * sizeof(void*);
+    for (uint64_t i = 0; i < nchunks_; ++i)
+      if (chunk_if_any(i)) n += CHUNK_WORDS * sizeof(uint64_t);
     return n;
   }
 
  private:
-  std::atomic<uint64_t>* chunk(uint64_t index) {
-    auto& c = chunks_[index];
-    if (!c) c = std::make_unique<std::atomic<uint64_t>[]>(CHUNK_WORDS);  // value-initialized: zero
-    return c.get();
+  Word* chunk_if_any(uint64_t index) const { return chunks_[index].load(std::memory_order_acquire); }
+  Word* chunk(uint64_t index) {
+    Word* c = chunk_if_any(index);
+    if (c) return c;
+    Word* fresh = new Word[CHUNK_WORDS]();  // value-initialized: zero
+    if (chunks_[index].compare_exchange_strong(c, fresh, std::memory_order_acq_rel)) return fresh;
+    delete[] fresh;  // another thread published one first
+    return c;
+  }
+  void release() {
+    for (uint64_t i = 0; i < nchunks_; ++i) delete[] chunks_[i].load(std::memory_order_relaxed);
   }
 
   uint64_t nbits_ = 0;
-  std::vector<std::unique_ptr<std::atomic<uint64_t>[]>> chunks_;
+  uint64_t nchunks_ = 0;
+  std::unique_ptr<std::atomic<Word*>[]> chunks_;
 };
 
 }  // namespace vmmu::guest

@@ -12,6 +12,7 @@ struct AccessResult {
     Fault,     // the guest takes `fault` (#PF or #GP)
     Mmio,      // the gpa is in no memslot: the VMM emulates it
     ReadOnly,  // a write to a read-only memslot: not performed, the VMM emulates it
+    Retry,     // (inside the library) the host is invalidating the range: drop the lock, enter again
   };
   Status status = Status::Ok;
   uint64_t gpa = 0;

@@ -55,7 +55,10 @@ class Mmu {
   // is announced after it (`memslot_arrived`), and so is a change of dirty logging.
   virtual void memslot_leaving(guest::Memslot&) {}
   virtual void memslot_arrived(guest::Memslot&) {}
+  virtual void dirty_logging_changing(guest::Memslot&) {}  // before: the old log is still there
   virtual void dirty_logging_changed(guest::Memslot&) {}
+  // After any change of the memslots (their generation moved on).
+  virtual void memslots_changed() {}
   // Before the dirty bitmap is read (engines that log by D bits harvest them here) and after
   // the VMM cleared `chunks` of it (engines re-protect exactly those pages).
   virtual void dirty_log_sync(guest::Memslot&) {}

@@ -15,9 +15,15 @@ namespace vmmu::mmu {
 
 namespace {
 
+// Thrown out of a walk or translation that hit a range the host is invalidating: the access
+// is abandoned and entered again once the lock has been dropped (KVM's RET_PF_RETRY).
+struct RetryAccess {};
+
 uint64_t load(const uint64_t* p) { return std::atomic_ref<uint64_t>(*const_cast<uint64_t*>(p)).load(std::memory_order_acquire); }
+// Sequentially consistent: a write-protect must be ordered before the read of the vCPU
+// epochs that follows it, against the vCPU's epoch update before its SPTE read (a Dekker pair).
 bool cas(uint64_t* p, uint64_t old, uint64_t updated) {
-  return std::atomic_ref<uint64_t>(*p).compare_exchange_strong(old, updated, std::memory_order_acq_rel);
+  return std::atomic_ref<uint64_t>(*p).compare_exchange_strong(old, updated, std::memory_order_seq_cst);
 }
 void store(uint64_t* p, uint64_t v) { std::atomic_ref<uint64_t>(*p).store(v, std::memory_order_release); }
 uint64_t exchange(uint64_t* p, uint64_t v) { return std::atomic_ref<uint64_t>(*p).exchange(v, std::memory_order_acq_rel); }
@@ -32,7 +38,14 @@ struct TdpMmu::VcpuState : VcpuMmuState {
   PageCache cache;
   uint64_t pf_fixed = 0, pf_spurious = 0, pf_fast = 0, pf_mmio_spte_created = 0, mmu_cache_miss = 0;
   uint64_t tdp_exits = 0, mmio_exits = 0, pf_retry = 0, walks = 0, guest_walk_refs = 0;
+  int64_t installed[4] = {};  // leaf SPTEs this vCPU installed, by level (no shared cache line)
 };
+
+int64_t TdpMmu::leaf_count(unsigned level) const {
+  int64_t n = pages_[level].load(std::memory_order_relaxed);
+  for (const VcpuContext* v : vcpus_) n += static_cast<const VcpuState&>(*v->mmu_state).installed[level];
+  return n;
+}
 
 // The walker's port under TDP: every guest-table read is a gpa that goes through the TDP tables
 // (faulting them in as hardware would), and an A/D update is a guest write through them.
@@ -98,16 +111,23 @@ TdpMmu::Target TdpMmu::translate_gfn(VcpuContext& vcpu, uint64_t gfn, x86::Acces
       if (write && !(s & spte::RW)) {
         if (!(s & spte::HOST_WRITABLE)) return {Outcome::ReadOnly, nullptr};
         // Fast page fault: only dirty logging keeps W clear; restore it by compare-and-swap,
-        // without building anything (KVM's fast_page_fault).
-        guest::Memslot* slot = slots_.find(gfn);
-        if (slot && slot->dirty_logging() && options_.dirty_log == DirtyLogMode::WriteProtect) slot->mark_dirty(gfn);
-        if (cas(l.sptep, s, s | spte::RW)) ++vs.pf_fast;
+        // without building anything (KVM's fast_page_fault). The page is marked dirty after
+        // the swap: a `clear` that re-protects in between then sees W and waits for this access.
+        if (cas(l.sptep, s, s | spte::RW)) {
+          ++vs.pf_fast;
+          guest::Memslot* slot = slots_.find(gfn);
+          if (slot && slot->dirty_logging() && options_.dirty_log == DirtyLogMode::WriteProtect) slot->mark_dirty(gfn);
+        }
         continue;
       }
       // The simulated hardware sets A on use and D on write (guest-table reads set nothing:
       // the contract's `age` counts what the guest read, wrote or fetched).
-      const uint64_t need = (set_accessed || write ? spte::A : 0) | (write ? spte::D : 0);
+      const bool accessed = set_accessed || write;
+      const uint64_t need = (accessed ? spte::A : 0) | (write ? spte::D : 0);
       if ((s & need) != need) std::atomic_ref<uint64_t>(*l.sptep).fetch_or(need, std::memory_order_acq_rel);
+      // Through a huge mapping the hardware also records which 4 KiB page was used, so `age`
+      // of part of it stays exact (one accessed bit per huge SPTE could not tell).
+      if (accessed && l.level > 1) note_huge_access(gfn);
       const uint64_t frame_offset = gfn & (frames_per_entry(l.level) - 1);
       return {Outcome::Mapped, spte::host_address(s) + (frame_offset << x86::PAGE_SHIFT)};
     }
@@ -116,13 +136,14 @@ TdpMmu::Target TdpMmu::translate_gfn(VcpuContext& vcpu, uint64_t gfn, x86::Acces
       return {Outcome::Mmio, nullptr};
     }
     ++vs.tdp_exits;
-    Outcome outcome = Outcome::Mapped;
-    if (fault(vcpu, gfn, kind, outcome)) {
-      if (outcome != Outcome::Mapped) return {outcome, nullptr};
-    } else {
-      ++vs.pf_retry;
-    }
+    Target t;
+    if (fault(vcpu, gfn, kind, l, set_accessed, t)) return t;
+    ++vs.pf_retry;
   }
+}
+
+void TdpMmu::note_huge_access(uint64_t gfn) {
+  if (guest::Memslot* slot = slots_.find(gfn)) slot->mark_accessed(gfn);
 }
 
 ShadowPage* TdpMmu::new_page(VcpuState& vs, uint64_t gfn, unsigned level) {
@@ -169,39 +190,39 @@ uint64_t TdpMmu::make_leaf(const guest::Memslot& slot, uint64_t gfn, unsigned le
   return s;
 }
 
-bool TdpMmu::fault(VcpuContext& vcpu, uint64_t gfn, x86::AccessKind kind, Outcome& outcome) {
+bool TdpMmu::fault(VcpuContext& vcpu, uint64_t gfn, x86::AccessKind kind, const Leaf& from, bool set_accessed, Target& out) {
   auto& vs = static_cast<VcpuState&>(*vcpu.mmu_state);
   vs.cache.top_up(pool_);  // before anything is built: the install below allocates nothing
-  ensure_root(vcpu);
+  const bool fresh_root = !from.sptep;
+  if (fresh_root) ensure_root(vcpu);
 
   // MMU-notifier protocol: note the sequence before resolving the host frame; a fault that
   // overlaps an invalidation in progress, or raced with one, installs nothing and retries.
   const uint64_t seq = invalidate_seq_.load(std::memory_order_acquire);
   auto invalidated = [&] {
-    return invalidate_in_progress_.load(std::memory_order_acquire) ? (gfn >= invalidate_gfn_ && gfn < invalidate_end_gfn_)
-                                                                   : invalidate_seq_.load(std::memory_order_acquire) != seq;
+    if (invalidate_in_progress_.load(std::memory_order_acquire) && gfn >= invalidate_gfn_ && gfn < invalidate_end_gfn_)
+      throw RetryAccess{};  // the host is moving this page: leave the lock to it
+    return invalidate_seq_.load(std::memory_order_acquire) != seq;
   };
-  if (invalidated()) {
-    std::this_thread::yield();
-    return false;
-  }
+  if (invalidated()) return false;
 
   guest::Memslot* slot = slots_.find(gfn);
   const bool write = kind == x86::AccessKind::Write;
   const unsigned target = slot ? max_mapping_level(*slot, gfn) : 0;
   const bool wp_logging = slot && slot->dirty_logging() && options_.dirty_log == DirtyLogMode::WriteProtect;
 
-  uint64_t* table = pool_.table(root_.load(std::memory_order_acquire));
-  for (unsigned level = root_level_;;) {
-    uint64_t* p = &table[spte_index(gfn, level)];
+  // Start where the lookup stopped; descend through tables other vCPUs may be adding.
+  unsigned level = fresh_root ? root_level_ : from.level;
+  uint64_t* p = fresh_root ? &pool_.table(root_.load(std::memory_order_acquire))[spte_index(gfn, level)] : from.sptep;
+  for (;;) {
     const uint64_t s = load(p);
     if (spte::is_present(s)) {
       if (spte::is_leaf(s, level)) {
         ++vs.pf_spurious;  // another vCPU mapped it first
         return false;
       }
-      table = spte::table_of(s);
       --level;
+      p = &spte::table_of(s)[spte_index(gfn, level)];
       continue;
     }
     const uint64_t first = first_gfn_of_entry(gfn, level);
@@ -215,23 +236,34 @@ bool TdpMmu::fault(VcpuContext& vcpu, uint64_t gfn, x86::AccessKind kind, Outcom
         continue;
       }
       ++vs.mmu_cache_miss;
-      table = child;
       --level;
+      p = &child[spte_index(gfn, level)];
       continue;
     }
     if (invalidated()) return false;
     if (!slot) {
       if (!cas(p, s, spte::make_mmio(slots_.generation()))) return false;
       ++vs.pf_mmio_spte_created;
-      outcome = Outcome::Mmio;
+      out = {Outcome::Mmio, nullptr};
       return true;
     }
     const bool writable = !slot->readonly() && (!wp_logging || write);
-    if (writable && write && wp_logging) slot->mark_dirty(gfn);  // before the write can happen
-    if (!cas(p, s, make_leaf(*slot, gfn, level, writable))) return false;
-    pages_[level].fetch_add(1, std::memory_order_relaxed);
+    const bool refused = write && slot->readonly();
+    // The access that faulted happens right after: the leaf is born with the A (and D) bits the
+    // hardware would set for it.
+    uint64_t leaf = make_leaf(*slot, gfn, level, writable);
+    if (!refused && (set_accessed || write)) leaf |= spte::A;
+    if (!refused && write) leaf |= spte::D;
+    if (!cas(p, s, leaf)) return false;
+    if (writable && wp_logging) slot->mark_dirty(gfn);  // after the install, before the write (see above)
+    ++vs.installed[level];
     ++vs.pf_fixed;
-    outcome = write && slot->readonly() ? Outcome::ReadOnly : Outcome::Mapped;
+    if (refused) {
+      out = {Outcome::ReadOnly, nullptr};
+      return true;
+    }
+    if (level > 1 && (set_accessed || write)) slot->mark_accessed(gfn);
+    out = {Outcome::Mapped, spte::host_address(leaf) + ((gfn & (frames_per_entry(level) - 1)) << x86::PAGE_SHIFT)};
     return true;
   }
 }
@@ -240,18 +272,24 @@ AccessResult TdpMmu::access(VcpuContext& vcpu, uint64_t gva, x86::AccessKind kin
   auto& vs = static_cast<VcpuState&>(*vcpu.mmu_state);
   Port port(*this, vcpu);
   const guest::AccessMode mode{kind, vcpu.state.cpl == 3, vcpu.state.ac, vcpu.state.pkru};
-  const guest::WalkResult w = guest::walk_guest(vcpu.paging, vcpu.pdptes, port, gva, mode);
-  if (vcpu.paging.mode() != x86::PagingMode::Off) ++vs.walks;
-  vs.guest_walk_refs += w.walk.refs;
-
   AccessResult r;
-  if (!w.ok) {
-    r.status = AccessResult::Status::Fault;
-    r.fault = w.fault;
+  Target t;
+  try {
+    const guest::WalkResult w = guest::walk_guest(vcpu.paging, vcpu.pdptes, port, gva, mode);
+    if (vcpu.paging.mode() != x86::PagingMode::Off) ++vs.walks;
+    vs.guest_walk_refs += w.walk.refs;
+    if (!w.ok) {
+      r.status = AccessResult::Status::Fault;
+      r.fault = w.fault;
+      return r;
+    }
+    r.gpa = w.walk.gpa;
+    t = translate_gfn(vcpu, r.gpa >> x86::PAGE_SHIFT, kind, true);
+  } catch (const RetryAccess&) {
+    ++vs.pf_retry;
+    r.status = AccessResult::Status::Retry;
     return r;
   }
-  r.gpa = w.walk.gpa;
-  const Target t = translate_gfn(vcpu, r.gpa >> x86::PAGE_SHIFT, kind, true);
   if (t.outcome == Outcome::Mmio) {
     r.status = AccessResult::Status::Mmio;
     return r;
@@ -272,7 +310,7 @@ AccessResult TdpMmu::access(VcpuContext& vcpu, uint64_t gva, x86::AccessKind kin
 void TdpMmu::fold_leaf(uint64_t s, unsigned level, uint64_t first_gfn) {
   // A dropped SPTE's accessed and dirty bits go to the memslot's bitmaps, found through the
   // host frame (the slot may have moved since the SPTE was made).
-  const bool accessed = s & spte::A;
+  const bool accessed = (s & spte::A) && level == 1;  // huge mappings recorded their pages already
   const bool dirty = (s & spte::D) && options_.dirty_log == DirtyLogMode::DirtyBit;
   if (!accessed && !dirty) return;
   uint64_t gfn = 0;
@@ -411,9 +449,9 @@ void TdpMmu::zap_all_mmio() {
 void TdpMmu::remote_tlb_flush() {
   remote_tlb_flush_.fetch_add(1, std::memory_order_relaxed);
   for (VcpuContext* v : vcpus_) {
-    const uint64_t e = v->access_epoch.load(std::memory_order_acquire);
+    const uint64_t e = v->access_epoch.load(std::memory_order_seq_cst);
     if (!(e & 1)) continue;
-    while (v->access_epoch.load(std::memory_order_acquire) == e) std::this_thread::yield();
+    while (v->access_epoch.load(std::memory_order_seq_cst) == e) std::this_thread::yield();
   }
 }
 
@@ -425,10 +463,14 @@ void TdpMmu::memslot_leaving(guest::Memslot&) {
   remote_tlb_flush();
 }
 
-void TdpMmu::memslot_arrived(guest::Memslot&) {
+void TdpMmu::memslots_changed() {
   // MMIO SPTEs carry the memslot generation and go stale by themselves; when the generation's
   // bits wrap, an old SPTE could look current again, so every MMIO SPTE goes.
-  if (spte::mmio_generation(slots_.generation()) == 0) zap_all_mmio();
+  const uint64_t epoch = slots_.generation() >> spte::MMIO_GEN_BITS;
+  if (epoch != mmio_epoch_) {
+    zap_all_mmio();
+    mmio_epoch_ = epoch;
+  }
 }
 
 void TdpMmu::split_huge(uint64_t* sptep, unsigned level, uint64_t first_gfn, bool write_protect) {
@@ -441,7 +483,9 @@ void TdpMmu::split_huge(uint64_t* sptep, unsigned level, uint64_t first_gfn, boo
   sp->parent_spte = sptep;
   uint64_t* child = pool_.table(sp);
   const uint64_t child_bytes = frames_per_entry(level - 1) << x86::PAGE_SHIFT;
-  uint64_t base = (s & ~(spte::PS | spte::D)) & ~(write_protect ? spte::RW : 0);
+  // D starts afresh for logging; A is not inherited: the huge leaf's pages were recorded one
+  // by one in the memslot as they were used.
+  uint64_t base = (s & ~(spte::PS | spte::D | spte::A)) & ~(write_protect ? spte::RW : 0);
   if (level - 1 > 1) base |= spte::PS;
   for (unsigned i = 0; i < SPTE_PER_PAGE; ++i) child[i] = base + i * child_bytes;
   store(sptep, spte::make_table(child));
@@ -454,8 +498,13 @@ void TdpMmu::split_huge(uint64_t* sptep, unsigned level, uint64_t first_gfn, boo
   }
 }
 
-void TdpMmu::dirty_logging_changed(guest::Memslot& slot) {
+void TdpMmu::dirty_logging_changing(guest::Memslot&) {
+  // Dropped SPTEs still to be folded belong to the log as it was (D bits from before logging
+  // starts must not count once it has).
   free_invalid_roots();
+}
+
+void TdpMmu::dirty_logging_changed(guest::Memslot& slot) {
   const bool wp = options_.dirty_log == DirtyLogMode::WriteProtect;
   if (slot.dirty_logging()) {
     // Logging starts: huge mappings are split (eagerly) or dropped (lazily, refaulted at 4K);
@@ -466,6 +515,7 @@ void TdpMmu::dirty_logging_changed(guest::Memslot& slot) {
         if (options_.eager_split) {
           split_huge(p, level, first, wp);
         } else {
+          store(p, s & ~spte::D);  // writes from before logging started are not logged
           zap_entry(p, level, first);
         }
         return;
@@ -555,10 +605,14 @@ void TdpMmu::harvest_accessed(guest::Memslot& slot, uint64_t gfn, uint64_t npage
   free_invalid_roots();
   for_each_leaf(gfn, npages, [&](uint64_t* p, uint64_t s, unsigned level, uint64_t first) {
     if (!spte::is_present(s) || !(s & spte::A)) return;
+    // A huge leaf's pages are in the memslot's record already; only a 4 KiB leaf's A bit says
+    // something the record does not. Clear it only for a whole leaf in the range.
+    if (level > 1) {
+      if (first >= gfn && first + frames_per_entry(level) <= gfn + npages) store(p, s & ~spte::A);
+      return;
+    }
     store(p, s & ~spte::A);
-    // A huge leaf's A bit covers its whole span: report its pages inside the range.
-    const uint64_t lo = std::max(first, gfn), hi = std::min(first + frames_per_entry(level), gfn + npages);
-    for (uint64_t g = lo; g < hi; ++g) slot.mark_accessed(g);
+    slot.mark_accessed(first);
   });
 }
 
@@ -638,8 +692,8 @@ void TdpMmu::audit(std::vector<std::string>& v) const {
   if (pages + cached != pool_.pages_in_use())
     v.push_back(fmt::format("tdp: {} pages reachable and {} cached, but {} in use", pages, cached, pool_.pages_in_use()));
   for (unsigned l = 1; l <= 3; ++l) {
-    if (leaves[l] != pages_[l].load() && invalid_roots_.empty())
-      v.push_back(fmt::format("tdp: {} counts {} but the tables hold {}", LEVEL_NAMES[l], pages_[l].load(), leaves[l]));
+    if (leaves[l] != leaf_count(l) && invalid_roots_.empty())
+      v.push_back(fmt::format("tdp: {} counts {} but the tables hold {}", LEVEL_NAMES[l], leaf_count(l), leaves[l]));
   }
 }
 
@@ -672,12 +726,11 @@ void TdpMmu::report(nlohmann::ordered_json& stats, nlohmann::ordered_json& memor
   stats["remote_tlb_flush"] = remote_tlb_flush_.load();
   stats["huge_page_splits"] = huge_splits_.load();
   stats["mmio_zap_all"] = mmio_zap_all_.load();
-  for (unsigned l = 1; l <= 3; ++l) stats[LEVEL_NAMES[l]] = pages_[l].load();
-  stats["shadow_pages"] = pool_.pages_in_use();
-
   uint64_t cached = exclusive_cache_.size();
   for (const VcpuContext* vc : vcpus_) cached += static_cast<const VcpuState&>(*vc->mmu_state).cache.size();
   const uint64_t pages = pool_.pages_in_use() - cached;
+  for (unsigned l = 1; l <= 3; ++l) stats[LEVEL_NAMES[l]] = leaf_count(l);
+  stats["shadow_pages"] = pages;
   const uint64_t tables = pages * 4096, headers = pages * sizeof(ShadowPage);
   memory["shadow_tables"] = tables;
   memory["shadow_headers"] = headers;

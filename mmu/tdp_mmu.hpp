@@ -35,7 +35,8 @@ class TdpMmu final : public Mmu {
   AccessResult access(VcpuContext& vcpu, uint64_t gva, x86::AccessKind kind, unsigned width, uint64_t value) override;
 
   void memslot_leaving(guest::Memslot& slot) override;
-  void memslot_arrived(guest::Memslot& slot) override;
+  void memslots_changed() override;
+  void dirty_logging_changing(guest::Memslot& slot) override;
   void dirty_logging_changed(guest::Memslot& slot) override;
   void dirty_log_sync(guest::Memslot& slot) override;
   void dirty_log_cleared(guest::Memslot& slot, const std::vector<DirtyChunk>& chunks) override;
@@ -47,11 +48,12 @@ class TdpMmu final : public Mmu {
   void report(nlohmann::ordered_json& stats, nlohmann::ordered_json& memory) const override;
 
   // What a gfn resolves to, as the simulated hardware sees it; faults it in when needed.
-  // (Public for benchmarks and tests: a first-touch TDP fault without a guest walk.)
+  // (Public for benchmarks and tests: a first-touch TDP fault without a guest walk. Callers that
+  // race with host invalidations go through Vcpu::access instead.)
   enum class Outcome : uint8_t { Mapped, Mmio, ReadOnly };
   struct Target {
-    Outcome outcome;
-    uint8_t* host;  // the byte at the gfn's frame (Mapped only)
+    Outcome outcome = Outcome::Mapped;
+    uint8_t* host = nullptr;  // the byte at the gfn's frame (Mapped only)
   };
   Target translate_gfn(VcpuContext& vcpu, uint64_t gfn, x86::AccessKind kind, bool set_accessed);
 
@@ -69,7 +71,10 @@ class TdpMmu final : public Mmu {
   Leaf lookup(uint64_t gfn) const;
   // Installs a mapping (or an MMIO SPTE) for `gfn`; returns false when the caller should look
   // again (another vCPU won a race, or an invalidation is in progress).
-  bool fault(VcpuContext& vcpu, uint64_t gfn, x86::AccessKind kind, Outcome& outcome);
+  // `from` is where the lookup stopped (an empty or MMIO entry), so the fault does not walk
+  // the upper levels again; `set_accessed` installs the leaf with A already set.
+  bool fault(VcpuContext& vcpu, uint64_t gfn, x86::AccessKind kind, const Leaf& from, bool set_accessed, Target& out);
+  void note_huge_access(uint64_t gfn);
   unsigned max_mapping_level(const guest::Memslot& slot, uint64_t gfn) const;
   uint64_t make_leaf(const guest::Memslot& slot, uint64_t gfn, unsigned level, bool writable) const;
   ShadowPage* new_page(VcpuState& vs, uint64_t gfn, unsigned level);
@@ -94,6 +99,7 @@ class TdpMmu final : public Mmu {
   TdpOptions options_;
   PagePool pool_;
   std::atomic<ShadowPage*> root_{nullptr};
+  uint64_t mmio_epoch_ = 0;  // memslot generation >> MMIO_GEN_BITS at the last zap of MMIO SPTEs
   unsigned root_level_ = 4;
   std::vector<ShadowPage*> invalid_roots_;
   mutable std::mutex invalid_roots_lock_;
@@ -106,7 +112,8 @@ class TdpMmu final : public Mmu {
 
   // Counters with KVM's names (per-vCPU ones live in VcpuState and are summed).
   std::atomic<uint64_t> mmu_shadow_zapped_{0}, remote_tlb_flush_{0}, mmio_zap_all_{0}, huge_splits_{0};
-  std::atomic<int64_t> pages_[4] = {};  // leaf SPTEs by level (4k, 2m, 1g)
+  std::atomic<int64_t> pages_[4] = {};  // leaf SPTEs by level (4k, 2m, 1g), less the per-vCPU installs
+  int64_t leaf_count(unsigned level) const;
 };
 
 }  // namespace vmmu::mmu

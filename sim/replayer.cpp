@@ -59,6 +59,7 @@ void Replayer::print_access(const Op& op, const AccessResult& r) {
       }
       print_fault(op, r.fault);
       return;
+    case AccessResult::Status::Retry:  // never leaves the library
     case AccessResult::Status::Mmio:
     case AccessResult::Status::ReadOnly: {
       const bool ro = r.status == AccessResult::Status::ReadOnly;

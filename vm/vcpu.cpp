@@ -2,6 +2,7 @@
 
 #include <mutex>
 #include <shared_mutex>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -110,11 +111,15 @@ AccessResult Vcpu::access(uint64_t gva, AccessKind kind, unsigned width, uint64_
   if ((gva & x86::PAGE_OFFSET_MASK) + width > x86::PAGE_SIZE) throw UsageError(fmt::format("access of {} bytes at 0x{:x} crosses a page", width, gva));
   if (!ctx_.state.long_mode() && (gva >> 32)) throw UsageError(fmt::format("gva 0x{:x} is 2^32 or more outside long mode", gva));
   AccessResult r;
-  {
-    std::shared_lock g(vm_.mmu_->lock());
-    ctx_.access_epoch.fetch_add(1, std::memory_order_acq_rel);  // odd: inside an access
-    r = vm_.mmu_->access(ctx_, gva, kind, width, value);
-    ctx_.access_epoch.fetch_add(1, std::memory_order_release);
+  for (;;) {
+    {
+      std::shared_lock g(vm_.mmu_->lock());
+      ctx_.access_epoch.fetch_add(1, std::memory_order_seq_cst);  // odd: inside an access
+      r = vm_.mmu_->access(ctx_, gva, kind, width, value);
+      ctx_.access_epoch.fetch_add(1, std::memory_order_release);
+    }
+    if (r.status != AccessResult::Status::Retry) break;
+    std::this_thread::yield();  // as KVM's RET_PF_RETRY: back to the guest, which faults again
   }
   count(r, kind);
   return r;
@@ -138,6 +143,7 @@ void Vcpu::count(const AccessResult& r, AccessKind kind) {
       break;
     case AccessResult::Status::Mmio: ++stats_.mmio; break;
     case AccessResult::Status::ReadOnly: ++stats_.readonly_writes; break;
+    case AccessResult::Status::Retry: break;
   }
 }
 

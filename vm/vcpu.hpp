@@ -40,6 +40,8 @@ class Vcpu {
   const x86::CpuState& state() const { return ctx_.state; }
   const x86::PaePdptes& pdptes() const { return ctx_.pdptes; }
   const mmu::VcpuContext& context() const { return ctx_; }
+  // For engine-level benchmarks and tools that drive an engine directly (no lock taken).
+  mmu::VcpuContext& mmu_context() { return ctx_; }
   const VcpuStats& stats() const { return stats_; }
 
   // The VMM sets registers. A change of CR0/CR3/CR4/EFER drops the vCPU's cached translations

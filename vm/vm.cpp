@@ -51,12 +51,14 @@ void Vm::set_cpu_model(const x86::CpuModel& model) {
 void Vm::add_memslot(const MemslotSpec& spec) {
   std::lock_guard g(mmu_->lock());
   mmu_->memslot_arrived(slots_.add(spec));
+  mmu_->memslots_changed();
 }
 
 void Vm::delete_memslot(uint32_t id) {
   std::lock_guard g(mmu_->lock());
   mmu_->memslot_leaving(slots_.get(id));
   slots_.remove(id);
+  mmu_->memslots_changed();
 }
 
 void Vm::move_memslot(uint32_t id, uint64_t gpa) {
@@ -66,6 +68,7 @@ void Vm::move_memslot(uint32_t id, uint64_t gpa) {
   mmu_->memslot_leaving(s);
   slots_.move(id, gpa);
   mmu_->memslot_arrived(s);
+  mmu_->memslots_changed();
 }
 
 Vcpu& Vm::create_vcpu(uint32_t id) {
@@ -85,7 +88,7 @@ Vcpu& Vm::vcpu(uint32_t id) {
 
 guest::Memslot& Vm::slot_of_range(uint64_t gpa, uint64_t size) const {
   guest::Memslot* s = slots_.find(gpa >> x86::PAGE_SHIFT);
-  if (!s || size == 0 || ((gpa + size - 1) >> x86::PAGE_SHIFT) >= s->end_gfn())
+  if (!s || size == 0 || size - 1 > ~gpa || ((gpa + size - 1) >> x86::PAGE_SHIFT) >= s->end_gfn())
     throw UsageError(fmt::format("gpa range 0x{:x}+0x{:x} is not inside one memslot", gpa, size));
   return *s;
 }
@@ -109,8 +112,12 @@ uint64_t Vm::read_guest(uint64_t gpa, unsigned width) const {
 
 void Vm::set_dirty_logging(uint32_t slot, bool on) {
   std::lock_guard g(mmu_->lock());
-  slots_.set_dirty_logging(slot, on);
+  guest::Memslot& s = slots_.get(slot);
+  if (on == s.dirty_logging()) return;  // the same flags again: nothing changes (as in KVM)
+  mmu_->dirty_logging_changing(s);
+  if (!slots_.set_dirty_logging(slot, on)) return;
   mmu_->dirty_logging_changed(slots_.get(slot));
+  mmu_->memslots_changed();
 }
 
 guest::Memslot& Vm::logged_slot(uint32_t slot) const {
@@ -139,8 +146,10 @@ std::vector<uint64_t> Vm::dirty_gfns(uint32_t slot) {
 }
 
 void Vm::clear_dirty_chunks(guest::Memslot& s, std::vector<mmu::DirtyChunk>& chunks) {
-  // Clear the bits first, then re-protect: a write that slips in between is in memory, and the
-  // VMM reads the page after `clear` returns (KVM's order).
+  // Bring the bitmap up to date (engines logging by D bits harvest them), clear the bits, then
+  // re-protect what was dirty: a write that slips in between is in memory, and the VMM reads
+  // the page after `clear` returns (KVM's order in kvm_clear_dirty_log_protect).
+  mmu_->dirty_log_sync(s);
   for (mmu::DirtyChunk& c : chunks) c.mask = s.dirty_bitmap().clear_word_bits(c.first / 64, c.mask);
   mmu_->dirty_log_cleared(s, chunks);
 }

@@ -35,14 +35,14 @@ std::string default_workload() {
   return (fs::path(VMMU_SOURCE_WORKLOADS) / "default.vmt").string();
 }
 
-int replay_file(const std::string& path, vmmu::MmuKind mmu, std::FILE* out, ReplaySummary* summary) {
+int replay_file(const std::string& path, const vmmu::VmConfig& config, std::FILE* out, ReplaySummary* summary) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     std::fprintf(stderr, "%s: cannot open: %s\n", path.c_str(), std::strerror(errno));
     return 2;
   }
   try {
-    vmmu::Vm vm(vmmu::VmConfig{mmu});
+    vmmu::Vm vm(config);
     return vmmu::sim::replay_stream(in, path, vm, out, stderr, summary);
   } catch (const vmmu::UsageError& e) {
     std::fprintf(stderr, "%s: %s\n", path.c_str(), e.what());
@@ -81,29 +81,40 @@ int main(int argc, char** argv) {
   CLI::App app{"vmmu: a user-space x86 virtual MMU (shadow and TDP paging) and its simulator"};
   app.require_subcommand(1);
 
-  std::string mmu_name = "none";
+  std::string mmu_name = "none", dirty_log = "wp", eager_split = "on";
   const auto mmu_check = CLI::IsMember({"none", "tdp", "shadow"});
+  auto engine_options = [&](CLI::App* cmd) {
+    cmd->add_option("--mmu", mmu_name, "none (reference walker), tdp or shadow")->check(mmu_check);
+    cmd->add_option("--dirty-log", dirty_log, "how engines log dirty pages: wp (write-protect) or dbit (D bits)")
+        ->check(CLI::IsMember({"wp", "dbit"}));
+    cmd->add_option("--eager-split", eager_split, "split huge mappings when logging starts (on) or on demand (off)")
+        ->check(CLI::IsMember({"on", "off"}));
+  };
 
   std::string replay_path;
   CLI::App* replay = app.add_subcommand("replay", "Replay a .vmt workload; print one JSON object per result");
   replay->add_option("file", replay_path, "the .vmt workload")->required();
-  replay->add_option("--mmu", mmu_name, "none (reference walker), tdp or shadow")->check(mmu_check);
+  engine_options(replay);
 
   std::string run_path;
   bool run_json = false;
   CLI::App* run = app.add_subcommand("run", "Replay the built-in workload (or --workload) and summarize");
   run->add_option("--workload", run_path, "a .vmt workload instead of the built-in one");
-  run->add_option("--mmu", mmu_name, "none (reference walker), tdp or shadow")->check(mmu_check);
+  engine_options(run);
   run->add_flag("--json", run_json, "print the raw JSON Lines instead of the summary");
 
   CLI11_PARSE(app, argc, argv);
   const vmmu::MmuKind mmu = *vmmu::parse_mmu_kind(mmu_name);
+  vmmu::VmConfig config;
+  config.mmu = mmu;
+  config.tdp.dirty_log = dirty_log == "dbit" ? vmmu::mmu::DirtyLogMode::DirtyBit : vmmu::mmu::DirtyLogMode::WriteProtect;
+  config.tdp.eager_split = eager_split == "on";
 
-  if (replay->parsed()) return replay_file(replay_path, mmu, stdout, nullptr);
+  if (replay->parsed()) return replay_file(replay_path, config, stdout, nullptr);
   if (run->parsed()) {
     const std::string path = run_path.empty() ? default_workload() : run_path;
     ReplaySummary summary;
-    const int status = replay_file(path, mmu, run_json ? stdout : nullptr, &summary);
+    const int status = replay_file(path, config, run_json ? stdout : nullptr, &summary);
     if (!run_json && status != 2) print_summary(path, mmu, summary);
     return status;
   }
