@@ -65,9 +65,8 @@ class Memslot {
 
   // Dirty logging (slot-relative bit = gfn - base_gfn, so a moved slot keeps its log).
   bool dirty_logging() const { return dirty_logging_; }
-  void mark_dirty(uint64_t gfn) {
-    if (dirty_logging_) dirty_.set(gfn - base_gfn_);
-  }
+  // True when the page was clean in the log until now.
+  bool mark_dirty(uint64_t gfn) { return dirty_logging_ && dirty_.set(gfn - base_gfn_); }
   SparseBitmap& dirty_bitmap() { return dirty_; }
   const SparseBitmap& dirty_bitmap() const { return dirty_; }
 

@@ -44,10 +44,12 @@ class SparseBitmap {
     return c && ((c[(i & (CHUNK_BITS - 1)) / 64].load(std::memory_order_relaxed) >> (i & 63)) & 1);
   }
 
-  void set(uint64_t i) {
+  // Sets bit i; true when this call set it (it was clear).
+  bool set(uint64_t i) {
     Word& w = chunk(i >> CHUNK_SHIFT)[(i & (CHUNK_BITS - 1)) / 64];
     const uint64_t bit = 1ull << (i & 63);
-    if (!(w.load(std::memory_order_relaxed) & bit)) w.fetch_or(bit, std::memory_order_relaxed);
+    if (w.load(std::memory_order_relaxed) & bit) return false;
+    return !(w.fetch_or(bit, std::memory_order_relaxed) & bit);
   }
 
   void clear(uint64_t i) {

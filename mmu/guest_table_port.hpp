@@ -7,12 +7,14 @@
 #include "guest/guest_memory.hpp"
 #include "guest/memslots.hpp"
 #include "guest/walker.hpp"
+#include "mmu/vcpu_context.hpp"
 
 namespace vmmu::mmu {
 
 class GuestTablePort {
  public:
-  explicit GuestTablePort(const guest::Memslots& slots) : slots_(slots) {}
+  // `vcpu`, when given, is whose dirty ring the A/D updates go to.
+  explicit GuestTablePort(const guest::Memslots& slots, VcpuContext* vcpu = nullptr) : slots_(slots), vcpu_(vcpu) {}
 
   template <class Entry>
   bool read_entry(uint64_t gpa, Entry& out) {
@@ -29,7 +31,11 @@ class GuestTablePort {
     if (!s || s->readonly()) return guest::EntryUpdate::ReadOnly;
     if (!guest::GuestMemory::atomic_cmpxchg<Entry>(s->host_page(gfn) + (gpa & x86::PAGE_OFFSET_MASK), old, updated))
       return guest::EntryUpdate::Changed;
-    s->mark_dirty(gfn);
+    if (vcpu_) {
+      vcpu_->mark_dirty(*s, gfn);
+    } else {
+      s->mark_dirty(gfn);
+    }
     s->mark_accessed(gfn);
     ++updates;
     return guest::EntryUpdate::Done;
@@ -39,6 +45,7 @@ class GuestTablePort {
 
  private:
   const guest::Memslots& slots_;
+  VcpuContext* vcpu_;
 };
 
 }  // namespace vmmu::mmu

@@ -7,7 +7,7 @@
 namespace vmmu::mmu {
 
 AccessResult ReferenceMmu::access(VcpuContext& vcpu, uint64_t gva, x86::AccessKind kind, unsigned width, uint64_t value) {
-  GuestTablePort port(slots_);
+  GuestTablePort port(slots_, &vcpu);
   const guest::AccessMode mode{kind, vcpu.state.cpl == 3, vcpu.state.ac, vcpu.state.pkru};
   const guest::WalkResult w = guest::walk_guest(vcpu.paging, vcpu.pdptes, port, gva, mode);
   if (vcpu.paging.mode() != x86::PagingMode::Off) ++walks_;
@@ -36,7 +36,7 @@ AccessResult ReferenceMmu::access(VcpuContext& vcpu, uint64_t gva, x86::AccessKi
     case x86::AccessKind::Read: r.value = guest::GuestMemory::load(host, width); break;
     case x86::AccessKind::Write:
       guest::GuestMemory::store(host, width, value);
-      slot->mark_dirty(gfn);
+      vcpu.mark_dirty(*slot, gfn);
       break;
     case x86::AccessKind::Fetch: break;
   }

@@ -116,7 +116,7 @@ TdpMmu::Target TdpMmu::translate_gfn(VcpuContext& vcpu, uint64_t gfn, x86::Acces
         if (cas(l.sptep, s, s | spte::RW)) {
           ++vs.pf_fast;
           guest::Memslot* slot = slots_.find(gfn);
-          if (slot && slot->dirty_logging() && options_.dirty_log == DirtyLogMode::WriteProtect) slot->mark_dirty(gfn);
+          if (slot && slot->dirty_logging() && options_.dirty_log == DirtyLogMode::WriteProtect) vcpu.mark_dirty(*slot, gfn);
         }
         continue;
       }
@@ -255,7 +255,7 @@ bool TdpMmu::fault(VcpuContext& vcpu, uint64_t gfn, x86::AccessKind kind, const 
     if (!refused && (set_accessed || write)) leaf |= spte::A;
     if (!refused && write) leaf |= spte::D;
     if (!cas(p, s, leaf)) return false;
-    if (writable && wp_logging) slot->mark_dirty(gfn);  // after the install, before the write (see above)
+    if (writable && wp_logging) vcpu.mark_dirty(*slot, gfn);  // after the install, before the write (see above)
     ++vs.installed[level];
     ++vs.pf_fixed;
     if (refused) {

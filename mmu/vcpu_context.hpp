@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <memory>
 
+#include "guest/memslot.hpp"
+#include "mmu/dirty_ring.hpp"
 #include "x86/cpu_state.hpp"
 #include "x86/paging_context.hpp"
 
@@ -25,6 +27,13 @@ struct VcpuContext {
   // Odd while the vCPU is inside an access: a remote TLB flush waits until every vCPU that was
   // inside one has left it, so no access is still in flight through an SPTE it took away.
   std::atomic<uint64_t> access_epoch{0};
+  std::unique_ptr<DirtyRing> dirty_ring;  // when the VM logs through rings too
+
+  // A guest write by this vCPU dirtied `gfn` of `slot`: into the log, and into the ring when
+  // the page was clean there.
+  void mark_dirty(guest::Memslot& slot, uint64_t gfn) {
+    if (slot.mark_dirty(gfn) && dirty_ring) dirty_ring->push(slot.id(), gfn - slot.base_gfn());
+  }
 };
 
 }  // namespace vmmu::mmu

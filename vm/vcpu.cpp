@@ -14,6 +14,12 @@ namespace vmmu {
 Vcpu::Vcpu(Vm& vm, uint32_t id) : vm_(vm) {
   ctx_.id = id;
   ctx_.paging = x86::PagingContext(vm.model_, ctx_.state);
+  if (vm.dirty_ring_entries_) ctx_.dirty_ring = std::make_unique<mmu::DirtyRing>(vm.dirty_ring_entries_);
+}
+
+std::vector<mmu::DirtyRingEntry> Vcpu::harvest_dirty_ring() {
+  if (!ctx_.dirty_ring) throw UsageError("the VM has no dirty rings");
+  return ctx_.dirty_ring->harvest();
 }
 
 void Vcpu::check_state(const x86::CpuState& s) const {

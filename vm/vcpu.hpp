@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <vector>
 
 #include "mmu/access_result.hpp"
 #include "mmu/vcpu_context.hpp"
@@ -55,6 +56,11 @@ class Vcpu {
   void invlpg(uint64_t gva);
   // The guest flushes every translation, global ones included (PAE reloads the PDPTEs).
   std::optional<x86::Fault> flush();
+
+  // The pages this vCPU dirtied since the last harvest (Vm::enable_dirty_ring), and whether its
+  // ring is full (the VMM should harvest and reset before running it again).
+  std::vector<mmu::DirtyRingEntry> harvest_dirty_ring();
+  bool dirty_ring_full() const { return ctx_.dirty_ring && ctx_.dirty_ring->full(); }
 
   // A guest access of `width` bytes (1, 2, 4 or 8) that must lie within one page.
   AccessResult access(uint64_t gva, AccessKind kind, unsigned width = 8, uint64_t value = 0);

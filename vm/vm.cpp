@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <mutex>
 #include <shared_mutex>
 
@@ -181,6 +182,35 @@ void Vm::clear_dirty_gfns(uint32_t slot, const std::vector<uint64_t>& gfns) {
     chunks.back().mask |= 1ull << (page & 63);
   }
   clear_dirty_chunks(s, chunks);
+}
+
+void Vm::enable_dirty_ring(uint32_t entries) {
+  if (!vcpus_.empty()) throw UsageError("dirty rings are enabled before the first vcpu");
+  if (entries == 0 || (entries & (entries - 1))) throw UsageError(fmt::format("ring size {} is not a power of two", entries));
+  if (config_.mmu == MmuKind::Tdp && config_.tdp.dirty_log != mmu::DirtyLogMode::WriteProtect)
+    throw UsageError("dirty rings need write-protect dirty logging");
+  dirty_ring_entries_ = entries;
+}
+
+void Vm::reset_dirty_rings() {
+  std::map<uint32_t, std::vector<uint64_t>> pages;  // slot -> harvested pages
+  for (auto& [id, v] : vcpus_) {
+    if (!v->ctx_.dirty_ring) continue;
+    for (const mmu::DirtyRingEntry& e : v->ctx_.dirty_ring->take_harvested()) pages[e.slot].push_back(e.page);
+  }
+  std::shared_lock g(mmu_->lock());
+  for (auto& [slot_id, list] : pages) {
+    guest::Memslot* s = slots_.by_id(slot_id);
+    if (!s || !s->dirty_logging()) continue;  // the slot went, or stopped logging, meanwhile
+    std::sort(list.begin(), list.end());
+    std::vector<mmu::DirtyChunk> chunks;
+    for (uint64_t page : list) {
+      if (page >= s->npages()) continue;
+      if (chunks.empty() || chunks.back().first != (page & ~63ull)) chunks.push_back({page & ~63ull, 0});
+      chunks.back().mask |= 1ull << (page & 63);
+    }
+    clear_dirty_chunks(*s, chunks);
+  }
 }
 
 void Vm::unmap(uint64_t gpa, uint64_t size) {

@@ -77,6 +77,12 @@ class Vm {
   std::vector<uint64_t> dirty_gfns(uint32_t slot);
   void clear_dirty_gfns(uint32_t slot, const std::vector<uint64_t>& gfns);
 
+  // Dirty rings (KVM_CAP_DIRTY_LOG_RING), before the first vCPU: each vCPU then also pushes the
+  // pages it dirties to its ring (Vcpu::harvest_dirty_ring); `reset_dirty_rings` clears the
+  // harvested pages from the log and re-protects them. Needs write-protect logging in TDP.
+  void enable_dirty_ring(uint32_t entries);
+  void reset_dirty_rings();
+
   // The host moves the pages of [gpa, gpa + size) to new frames (an MMU-notifier invalidation).
   void unmap(uint64_t gpa, uint64_t size);
   // The gfns of [gpa, gpa + size) the guest used since the last `age` of them; clears that.
@@ -98,6 +104,7 @@ class Vm {
 
   VmConfig config_;
   x86::CpuModel model_;
+  uint32_t dirty_ring_entries_ = 0;
   guest::Memslots slots_;
   guest::GuestMemory memory_{slots_};
   std::map<uint32_t, std::unique_ptr<Vcpu>> vcpus_;  // outlives mmu_, which points at their contexts

@@ -176,6 +176,32 @@ INSTANTIATE_TEST_SUITE_P(Modes, TdpDirtyLog,
                          ::testing::Combine(::testing::Values(mmu::DirtyLogMode::WriteProtect, mmu::DirtyLogMode::DirtyBit),
                                             ::testing::Bool()));
 
+TEST(TdpMmu, DirtyRingsPushEachPageOnceUntilReset) {
+  for (MmuKind kind : {MmuKind::None, MmuKind::Tdp}) {
+    VmConfig c;
+    c.mmu = kind;
+    Vm vm(c);
+    vm.add_memslot({.id = 3, .gpa = 0x100000, .size = MIB, .log_dirty = true});
+    vm.enable_dirty_ring(4);
+    Vcpu& a = vm.create_vcpu(0);
+    Vcpu& b = vm.create_vcpu(1);
+    ASSERT_TRUE(a.access(0x101000, AccessKind::Write, 8, 1).ok());
+    ASSERT_TRUE(a.access(0x101008, AccessKind::Write, 8, 2).ok());  // same page: no new entry
+    ASSERT_TRUE(b.access(0x105000, AccessKind::Write, 8, 3).ok());
+    EXPECT_EQ(a.harvest_dirty_ring(), (std::vector<mmu::DirtyRingEntry>{{3, 1}}));
+    EXPECT_EQ(b.harvest_dirty_ring(), (std::vector<mmu::DirtyRingEntry>{{3, 5}}));
+    ASSERT_TRUE(a.access(0x101000, AccessKind::Write, 8, 4).ok());  // not reset yet: still dirty
+    EXPECT_TRUE(a.harvest_dirty_ring().empty());
+    vm.reset_dirty_rings();
+    EXPECT_TRUE(vm.dirty_gfns(3).empty());  // the bitmap saw the same pages cleared
+    ASSERT_TRUE(a.access(0x101000, AccessKind::Write, 8, 5).ok());
+    EXPECT_EQ(a.harvest_dirty_ring(), (std::vector<mmu::DirtyRingEntry>{{3, 1}}));
+    for (uint64_t p = 0; p < 4; ++p) ASSERT_TRUE(b.access(0x110000 + p * 4096, AccessKind::Write, 1, 1).ok());
+    EXPECT_TRUE(b.dirty_ring_full());
+    expect_audit_clean(vm);
+  }
+}
+
 TEST(TdpMmu, UnmapDropsEveryMappingOfTheOldFrames) {
   Vm vm(tdp_config());
   vm.add_memslot({.id = 0, .gpa = 0, .size = 4 * MIB, .host_page = HostPageSize::Size2M});
