@@ -1,5 +1,6 @@
 #include "sim/replayer.hpp"
 
+#include <cstdlib>
 #include <new>
 
 #include "sim/vmt_reader.hpp"
@@ -13,6 +14,17 @@ void Replayer::apply(const Op& op) {
   ++summary_.ops_by_kind[std::string(op_name(op.kind))];
   try {
     execute(op);
+#ifndef NDEBUG
+    // Debug builds check every engine invariant after every op on small guests.
+    if (op.kind != OpKind::Audit && small_guest()) {
+      const std::vector<std::string> v = vm_.audit();
+      if (!v.empty()) {
+        out_.flush();
+        std::fprintf(stderr, "line %llu: the audit after this op failed: %s\n", static_cast<unsigned long long>(op.line), v.front().c_str());
+        std::abort();
+      }
+    }
+#endif
   } catch (const UsageError& e) {
     throw ReplayError(op.line, std::string(op_name(op.kind)) + ": " + e.what());
   } catch (const HostMemoryError& e) {
@@ -26,6 +38,12 @@ void Replayer::apply(const Op& op) {
     out_.raw("error", "\"host memory allocation failed\"");
     out_.end();
   }
+}
+
+bool Replayer::small_guest() const {
+  uint64_t pages = 0;
+  for (const guest::Memslot* s : vm_.memslots().slots()) pages += s->npages();
+  return pages <= (64ull << 20) >> x86::PAGE_SHIFT;
 }
 
 void Replayer::print_fault(const Op& op, const x86::Fault& f) {

@@ -54,6 +54,7 @@ class Replayer {
 
  private:
   void execute(const Op& op);
+  bool small_guest() const;  // at most 64 MiB of memslots: cheap enough to audit after every op
   void print_access(const Op& op, const AccessResult& r);
   void print_fault(const Op& op, const x86::Fault& f);
 
