@@ -354,67 +354,52 @@ void TdpMmu::zap_entry(uint64_t* sptep, unsigned level, uint64_t first_gfn) {
 }
 
 template <class F>
-void TdpMmu::for_each_leaf(uint64_t gfn, uint64_t npages, F&& f) {
-  ShadowPage* root = root_.load(std::memory_order_acquire);
+void TdpMmu::walk_range(uint64_t gfn, uint64_t npages, bool yield, F&& f) {
+  ShadowPage* const root = root_.load(std::memory_order_acquire);
   if (!root || !npages) return;
   const uint64_t end = gfn + npages;
+  bool stop = false;
   auto visit = [&](auto& self, uint64_t* table, unsigned level, uint64_t table_first) -> void {
     const uint64_t span = frames_per_entry(level);
     const unsigned lo = gfn > table_first ? static_cast<unsigned>((gfn - table_first) / span) : 0;
-    for (unsigned i = lo; i < SPTE_PER_PAGE; ++i) {
+    for (unsigned i = lo; i < SPTE_PER_PAGE && !stop; ++i) {
       const uint64_t entry_first = table_first + i * span;
       if (entry_first >= end) break;
-      uint64_t* p = &table[i];
-      const uint64_t s = load(p);
-      if (!s) continue;
-      if (spte::is_present(s) && !spte::is_leaf(s, level)) {
-        self(self, spte::table_of(s), level - 1, entry_first);
-      } else {
-        f(p, s, level, entry_first);
+      const uint64_t s = load(&table[i]);
+      if (!s || !f(&table[i], s, level, entry_first, entry_first >= gfn && entry_first + span <= end)) continue;
+      self(self, spte::table_of(s), level - 1, entry_first);
+      if (yield && level == root_level_) {
+        lock_.yield_exclusive();
+        // Someone else may have invalidated the root meanwhile: its SPTEs are unreachable.
+        stop = root_.load(std::memory_order_acquire) != root;
       }
     }
   };
   visit(visit, pool_.table(root), root_level_, 0);
 }
 
-void TdpMmu::zap_range(uint64_t gfn, uint64_t npages, bool huge_only) {
-  ShadowPage* const root = root_.load(std::memory_order_acquire);
-  if (!root || !npages) return;
-  bool stop = false;
-  const uint64_t end = gfn + npages;
+template <class F>
+void TdpMmu::for_each_leaf(uint64_t gfn, uint64_t npages, F&& f) {
+  walk_range(gfn, npages, false, [&](uint64_t* p, uint64_t s, unsigned level, uint64_t first, bool) {
+    if (spte::is_present(s) && !spte::is_leaf(s, level)) return true;
+    f(p, s, level, first);
+    return false;
+  });
+}
+
+void TdpMmu::zap_range(uint64_t gfn, uint64_t npages) {
   // Whole tables inside the range go at once; partial ones are visited. Between top-level
   // entries the lock is yielded, so a long zap does not stall the vCPUs.
-  auto visit = [&](auto& self, uint64_t* table, unsigned level, uint64_t table_first) -> void {
-    const uint64_t span = frames_per_entry(level);
-    const unsigned lo = gfn > table_first ? static_cast<unsigned>((gfn - table_first) / span) : 0;
-    for (unsigned i = lo; i < SPTE_PER_PAGE; ++i) {
-      const uint64_t entry_first = table_first + i * span;
-      if (entry_first >= end) break;
-      uint64_t* p = &table[i];
-      const uint64_t s = load(p);
-      if (!s) continue;
-      if (spte::is_mmio(s)) {
-        if (!huge_only) store(p, 0);
-        continue;
-      }
-      if (spte::is_leaf(s, level)) {
-        if (!huge_only || level > 1) zap_entry(p, level, entry_first);
-        continue;
-      }
-      if (!huge_only && entry_first >= gfn && entry_first + span <= end) {
-        zap_entry(p, level, entry_first);
-        continue;
-      }
-      self(self, spte::table_of(s), level - 1, entry_first);
-      if (level == root_level_) {
-        lock_.yield_exclusive();
-        // Someone else may have invalidated the root meanwhile: its SPTEs are unreachable.
-        if (root_.load(std::memory_order_acquire) != root) stop = true;
-      }
-      if (stop) return;
+  walk_range(gfn, npages, true, [&](uint64_t* p, uint64_t s, unsigned level, uint64_t first, bool inside) {
+    if (spte::is_mmio(s)) {
+      store(p, 0);
+    } else if (spte::is_leaf(s, level) || inside) {
+      zap_entry(p, level, first);
+    } else {
+      return true;
     }
-  };
-  visit(visit, pool_.table(root), root_level_, 0);
+    return false;
+  });
 }
 
 void TdpMmu::invalidate_root() {

@@ -80,15 +80,19 @@ class TdpMmu final : public Mmu {
   ShadowPage* new_page(VcpuState& vs, uint64_t gfn, unsigned level);
   void ensure_root(VcpuContext& vcpu);
 
-  // Visits every leaf SPTE (present or MMIO) of [gfn, gfn + npages) under the current root:
-  // f(sptep, spte, level, leaf_first_gfn). With `tables`, also visits non-leaf entries.
+  // Visits the non-empty entries of the current root that meet [gfn, gfn + npages), top down:
+  // f(sptep, spte, level, first_gfn, wholly_inside) returns true to descend into a table. With
+  // `yield`, the exclusive lock is let go between top-level entries.
+  template <class F>
+  void walk_range(uint64_t gfn, uint64_t npages, bool yield, F&& f);
+  // Every leaf SPTE (present or MMIO) of the range: f(sptep, spte, level, leaf_first_gfn).
   template <class F>
   void for_each_leaf(uint64_t gfn, uint64_t npages, F&& f);
   // Drops one entry and everything below it, folding accessed/dirty state into the memslots.
   void zap_entry(uint64_t* sptep, unsigned level, uint64_t first_gfn);
   void free_table(uint64_t* table, unsigned level, uint64_t first_gfn, bool fold);
   void fold_leaf(uint64_t spte, unsigned level, uint64_t first_gfn);
-  void zap_range(uint64_t gfn, uint64_t npages, bool huge_only = false);
+  void zap_range(uint64_t gfn, uint64_t npages);
   void split_huge(uint64_t* sptep, unsigned level, uint64_t first_gfn, bool write_protect);
   void invalidate_root();
   void free_invalid_roots();
