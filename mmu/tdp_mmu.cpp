@@ -1,6 +1,7 @@
 #include "mmu/tdp_mmu.hpp"
 
 #include <atomic>
+#include <cstring>
 #include <mutex>
 #include <thread>
 
@@ -110,6 +111,11 @@ TdpMmu::Target TdpMmu::translate_gfn(VcpuContext& vcpu, uint64_t gfn, x86::Acces
       const uint64_t s = l.spte;
       if (write && !(s & spte::RW)) {
         if (!(s & spte::HOST_WRITABLE)) return {Outcome::ReadOnly, nullptr};
+        if (l.level > 1) {
+          // Only a logged slot write-protects a huge leaf: split it, and log the 4 KiB page.
+          if (!split_on_fault(vcpu, l.sptep, s, l.level, gfn)) ++vs.pf_retry;
+          continue;
+        }
         // Fast page fault: only dirty logging keeps W clear; restore it by compare-and-swap,
         // without building anything (KVM's fast_page_fault). The page is marked dirty after
         // the swap: a `clear` that re-protects in between then sees W and waits for this access.
@@ -458,29 +464,53 @@ void TdpMmu::memslots_changed() {
   }
 }
 
-void TdpMmu::split_huge(uint64_t* sptep, unsigned level, uint64_t first_gfn, bool write_protect) {
-  // Replace a huge leaf by a table of 512 leaves one level down, same frames and rights.
-  const uint64_t s = load(sptep);
-  exclusive_cache_.top_up(pool_, 1);
-  ShadowPage* sp = exclusive_cache_.take();
+uint64_t* TdpMmu::fill_split_table(ShadowPage* sp, uint64_t s, unsigned level, uint64_t first_gfn, uint64_t* parent) const {
+  // 512 leaves one level down over the huge leaf's frames, with its rights. D starts afresh
+  // (logging); A is not inherited (the huge leaf's pages were recorded one by one as used);
+  // write protection follows the logging mode.
   sp->gfn = first_gfn;
   sp->role = Role().with_level(level - 1).with_direct(true).with_access(x86::acc::ALL);
-  sp->parent_spte = sptep;
+  sp->parent_spte = parent;
   uint64_t* child = pool_.table(sp);
   const uint64_t child_bytes = frames_per_entry(level - 1) << x86::PAGE_SHIFT;
-  // D starts afresh for logging; A is not inherited: the huge leaf's pages were recorded one
-  // by one in the memslot as they were used.
-  uint64_t base = (s & ~(spte::PS | spte::D | spte::A)) & ~(write_protect ? spte::RW : 0);
+  uint64_t base = s & ~(spte::PS | spte::D | spte::A | spte::RW);
+  // D-bit logging keeps 4 KiB leaves writable; a huge child stays protected until split too.
+  if (options_.dirty_log == DirtyLogMode::DirtyBit && level - 1 == 1 && (s & spte::HOST_WRITABLE)) base |= spte::RW;
   if (level - 1 > 1) base |= spte::PS;
   for (unsigned i = 0; i < SPTE_PER_PAGE; ++i) child[i] = base + i * child_bytes;
+  return child;
+}
+
+void TdpMmu::split_huge(uint64_t* sptep, unsigned level, uint64_t first_gfn) {
+  // Under the exclusive lock (eager split): down to 4 KiB at once.
+  exclusive_cache_.top_up(pool_, 1);
+  uint64_t* child = fill_split_table(exclusive_cache_.take(), load(sptep), level, first_gfn, sptep);
   store(sptep, spte::make_table(child));
   pages_[level].fetch_sub(1, std::memory_order_relaxed);
   pages_[level - 1].fetch_add(SPTE_PER_PAGE, std::memory_order_relaxed);
   huge_splits_.fetch_add(1, std::memory_order_relaxed);
   if (level - 1 > 1) {
-    for (unsigned i = 0; i < SPTE_PER_PAGE; ++i)
-      split_huge(&child[i], level - 1, first_gfn + i * frames_per_entry(level - 1), write_protect);
+    for (unsigned i = 0; i < SPTE_PER_PAGE; ++i) split_huge(&child[i], level - 1, first_gfn + i * frames_per_entry(level - 1));
   }
+}
+
+bool TdpMmu::split_on_fault(VcpuContext& vcpu, uint64_t* sptep, uint64_t s, unsigned level, uint64_t gfn) {
+  // Under the shared lock: a write hit a huge leaf of a logged slot that the eager split has
+  // not reached yet (or a lazy split): replace it by a table one level down, by
+  // compare-and-swap (KVM's TDP MMU splits huge pages under its read lock the same way).
+  auto& vs = static_cast<VcpuState&>(*vcpu.mmu_state);
+  vs.cache.top_up(pool_);
+  ShadowPage* sp = vs.cache.take();
+  uint64_t* child = fill_split_table(sp, s, level, first_gfn_of_entry(gfn, level), sptep);
+  if (!cas(sptep, s, spte::make_table(child))) {
+    std::memset(child, 0, 4096);
+    vs.cache.give_back(sp);
+    return false;
+  }
+  --vs.installed[level];
+  vs.installed[level - 1] += SPTE_PER_PAGE;
+  huge_splits_.fetch_add(1, std::memory_order_relaxed);
+  return true;
 }
 
 void TdpMmu::dirty_logging_changing(guest::Memslot&) {
@@ -492,22 +522,28 @@ void TdpMmu::dirty_logging_changing(guest::Memslot&) {
 void TdpMmu::dirty_logging_changed(guest::Memslot& slot) {
   const bool wp = options_.dirty_log == DirtyLogMode::WriteProtect;
   if (slot.dirty_logging()) {
-    // Logging starts: huge mappings are split (eagerly) or dropped (lazily, refaulted at 4K);
-    // every 4 KiB SPTE is write-protected or has its D bit cleared.
+    // Logging starts. First, in one pass: every 4 KiB SPTE is write-protected or has its D bit
+    // cleared, and every huge one is write-protected (a write to it splits it) or, lazily,
+    // dropped (refaulted at 4K). Then, eagerly, the huge ones are split, yielding the lock
+    // between batches: a vCPU that writes meanwhile splits its own on the fault path.
     for_each_leaf(slot.base_gfn(), slot.npages(), [&](uint64_t* p, uint64_t s, unsigned level, uint64_t first) {
       if (!spte::is_present(s)) return;
-      if (level > 1) {
-        if (options_.eager_split) {
-          split_huge(p, level, first, wp);
-        } else {
-          store(p, s & ~spte::D);  // writes from before logging started are not logged
-          zap_entry(p, level, first);
-        }
+      if (level > 1 && !options_.eager_split) {
+        store(p, s & ~spte::D);  // writes from before logging started are not logged
+        zap_entry(p, level, first);
         return;
       }
-      const uint64_t cleared = s & ~(wp ? spte::RW : spte::D);
+      const uint64_t cleared = s & ~(wp || level > 1 ? spte::RW | spte::D : spte::D);
       if (cleared != s) store(p, cleared);
     });
+    if (options_.eager_split) {
+      walk_range(slot.base_gfn(), slot.npages(), true, [&](uint64_t* p, uint64_t s, unsigned level, uint64_t first, bool) {
+        if (!spte::is_present(s)) return false;
+        if (!spte::is_leaf(s, level)) return true;
+        if (level > 1) split_huge(p, level, first);
+        return false;
+      });
+    }
   } else {
     // Logging stops: drop the 4 KiB tables under regions that may be mapped huge again, so the
     // next fault collapses them back (KVM's zap of collapsible SPTEs).

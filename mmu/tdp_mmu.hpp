@@ -93,7 +93,9 @@ class TdpMmu final : public Mmu {
   void free_table(uint64_t* table, unsigned level, uint64_t first_gfn, bool fold);
   void fold_leaf(uint64_t spte, unsigned level, uint64_t first_gfn);
   void zap_range(uint64_t gfn, uint64_t npages);
-  void split_huge(uint64_t* sptep, unsigned level, uint64_t first_gfn, bool write_protect);
+  uint64_t* fill_split_table(ShadowPage* sp, uint64_t huge_spte, unsigned level, uint64_t first_gfn, uint64_t* parent) const;
+  void split_huge(uint64_t* sptep, unsigned level, uint64_t first_gfn);
+  bool split_on_fault(VcpuContext& vcpu, uint64_t* sptep, uint64_t huge_spte, unsigned level, uint64_t gfn);
   void invalidate_root();
   void free_invalid_roots();
   void zap_all_mmio();
