@@ -41,6 +41,16 @@ ShadowPage* PagePool::allocate() {
   return new (headers_ + i) ShadowPage{};
 }
 
+void PagePool::prefault(uint64_t n) {
+  std::vector<ShadowPage*> pages;
+  for (uint64_t i = 0; i < n; ++i) {
+    ShadowPage* sp = allocate();
+    static_cast<volatile uint64_t*>(table(sp))[0] = 0;  // the host's fault happens here
+    pages.push_back(sp);
+  }
+  for (ShadowPage* sp : pages) release(sp);
+}
+
 void PagePool::release(ShadowPage* sp) {
   std::lock_guard g(lock_);
   free_.push_back(index(sp));

@@ -34,6 +34,10 @@ class PagePool {
     return p >= tables_ && p < tables_ + max_pages_ * SPTE_PER_PAGE;
   }
 
+  // Has the host back `n` more pages now, so later faults do not pay the host's page faults
+  // (KVM's caches hold pages the kernel already gave it). They wait in the free list.
+  void prefault(uint64_t n);
+
   uint64_t pages_in_use() const { return in_use_; }
   uint64_t pages_free() const { return free_.size(); }
 

@@ -58,6 +58,8 @@ class TdpMmu final : public Mmu {
   Target translate_gfn(VcpuContext& vcpu, uint64_t gfn, x86::AccessKind kind, bool set_accessed);
 
   uint64_t shadow_pages() const { return pool_.pages_in_use(); }
+  // Has the host back `n` table pages ahead of the faults that will need them.
+  void prefault_pages(uint64_t n) { pool_.prefault(n); }
 
  private:
   struct VcpuState;
