@@ -261,6 +261,7 @@ bool TdpMmu::fault(VcpuContext& vcpu, uint64_t gfn, x86::AccessKind kind, const 
     if (!refused && (set_accessed || write)) leaf |= spte::A;
     if (!refused && write) leaf |= spte::D;
     if (!cas(p, s, leaf)) return false;
+    pool_.header(p)->set_gfn(spte_index(gfn, level), first);  // checks the seed's formula (debug builds)
     if (writable && wp_logging) vcpu.mark_dirty(*slot, gfn);  // after the install, before the write (see above)
     ++vs.installed[level];
     ++vs.pf_fixed;
