@@ -10,6 +10,8 @@ packages=(
   libfmt-dev nlohmann-json3-dev libcli11-dev libzstd-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev librapidcheck-dev libbenchmark-dev
+  # the QEMU oracle of `vmmu kvm-check` and tests/oracle (docs/ORACLES.md)
+  qemu-system-x86
 )
 
 missing=()
