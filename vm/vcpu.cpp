@@ -120,9 +120,14 @@ AccessResult Vcpu::access(uint64_t gva, AccessKind kind, unsigned width, uint64_
   for (;;) {
     {
       std::shared_lock g(vm_.mmu_->lock());
-      ctx_.access_epoch.fetch_add(1, std::memory_order_seq_cst);  // odd: inside an access
+      // Odd while inside the access, even again however it leaves (a host allocation failure
+      // throws out of it): a remote TLB flush must never wait for an access that ended.
+      struct Epoch {
+        std::atomic<uint64_t>& e;
+        explicit Epoch(std::atomic<uint64_t>& epoch) : e(epoch) { e.fetch_add(1, std::memory_order_seq_cst); }
+        ~Epoch() { e.fetch_add(1, std::memory_order_release); }
+      } epoch(ctx_.access_epoch);
       r = vm_.mmu_->access(ctx_, gva, kind, width, value);
-      ctx_.access_epoch.fetch_add(1, std::memory_order_release);
     }
     if (r.status != AccessResult::Status::Retry) break;
     std::this_thread::yield();  // as KVM's RET_PF_RETRY: back to the guest, which faults again
