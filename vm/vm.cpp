@@ -13,6 +13,12 @@ namespace vmmu {
 namespace {
 constexpr uint32_t MAX_VCPU_ID = 4095;
 
+// Appends a slot-relative page to 64-page chunks built from pages in ascending order.
+void add_page(std::vector<mmu::DirtyChunk>& chunks, uint64_t page) {
+  if (chunks.empty() || chunks.back().first != (page & ~63ull)) chunks.push_back({page & ~63ull, 0});
+  chunks.back().mask |= 1ull << (page & 63);
+}
+
 std::unique_ptr<mmu::Mmu> make_mmu(const VmConfig& config, guest::Memslots& slots) {
   switch (config.mmu) {
     case MmuKind::None: return std::make_unique<mmu::ReferenceMmu>(slots);
@@ -177,9 +183,7 @@ void Vm::clear_dirty_gfns(uint32_t slot, const std::vector<uint64_t>& gfns) {
   std::vector<mmu::DirtyChunk> chunks;
   for (uint64_t g : gfns) {
     if (!s.contains(g)) throw UsageError(fmt::format("gfn 0x{:x} is not in memslot {}", g, slot));
-    const uint64_t page = g - s.base_gfn();
-    if (chunks.empty() || chunks.back().first != (page & ~63ull)) chunks.push_back({page & ~63ull, 0});
-    chunks.back().mask |= 1ull << (page & 63);
+    add_page(chunks, g - s.base_gfn());
   }
   clear_dirty_chunks(s, chunks);
 }
@@ -205,9 +209,7 @@ void Vm::reset_dirty_rings() {
     std::sort(list.begin(), list.end());
     std::vector<mmu::DirtyChunk> chunks;
     for (uint64_t page : list) {
-      if (page >= s->npages()) continue;
-      if (chunks.empty() || chunks.back().first != (page & ~63ull)) chunks.push_back({page & ~63ull, 0});
-      chunks.back().mask |= 1ull << (page & 63);
+      if (page < s->npages()) add_page(chunks, page);
     }
     clear_dirty_chunks(*s, chunks);
   }
