@@ -314,7 +314,7 @@ AccessResult TdpMmu::access(VcpuContext& vcpu, uint64_t gva, x86::AccessKind kin
 // ---------------------------------------------------------------------------------------------
 // Zapping (exclusive lock unless noted)
 
-void TdpMmu::fold_leaf(uint64_t s, unsigned level, uint64_t first_gfn) {
+void TdpMmu::fold_leaf(uint64_t s, unsigned level) {
   // A dropped SPTE's accessed and dirty bits go to the memslot's bitmaps, found through the
   // host frame (the slot may have moved since the SPTE was made).
   const bool accessed = (s & spte::A) && level == 1;  // huge mappings recorded their pages already
@@ -323,7 +323,6 @@ void TdpMmu::fold_leaf(uint64_t s, unsigned level, uint64_t first_gfn) {
   uint64_t gfn = 0;
   guest::Memslot* slot = slots_.slot_of_frame(spte::host_address(s), gfn);
   if (!slot) return;  // the slot is gone, or the frame was taken back
-  (void)first_gfn;
   const uint64_t n = frames_per_entry(level);
   for (uint64_t i = 0; i < n && gfn + i < slot->end_gfn(); ++i) {
     if (accessed) slot->mark_accessed(gfn + i);
@@ -331,34 +330,28 @@ void TdpMmu::fold_leaf(uint64_t s, unsigned level, uint64_t first_gfn) {
   }
 }
 
-void TdpMmu::free_table(uint64_t* table, unsigned level, uint64_t first_gfn, bool fold) {
+void TdpMmu::drop_spte(uint64_t s, unsigned level) {
+  if (!spte::is_present(s)) return;
+  if (spte::is_leaf(s, level)) {
+    fold_leaf(s, level);
+    pages_[level].fetch_sub(1, std::memory_order_relaxed);
+  } else {
+    free_table(spte::table_of(s), level - 1);
+  }
+}
+
+void TdpMmu::free_table(uint64_t* table, unsigned level) {
   for (unsigned i = 0; i < SPTE_PER_PAGE; ++i) {
     const uint64_t s = table[i];
     if (!s) continue;
-    table[i] = 0;
-    if (!spte::is_present(s)) continue;
-    const uint64_t entry_first = first_gfn + i * frames_per_entry(level);
-    if (spte::is_leaf(s, level)) {
-      if (fold) fold_leaf(s, level, entry_first);
-      pages_[level].fetch_sub(1, std::memory_order_relaxed);
-    } else {
-      free_table(spte::table_of(s), level - 1, entry_first, fold);
-    }
+    table[i] = 0;  // pool pages go back all zero
+    drop_spte(s, level);
   }
   pool_.release(pool_.header(table));
   mmu_shadow_zapped_.fetch_add(1, std::memory_order_relaxed);
 }
 
-void TdpMmu::zap_entry(uint64_t* sptep, unsigned level, uint64_t first_gfn) {
-  const uint64_t s = exchange(sptep, 0);
-  if (!spte::is_present(s)) return;
-  if (spte::is_leaf(s, level)) {
-    fold_leaf(s, level, first_gfn);
-    pages_[level].fetch_sub(1, std::memory_order_relaxed);
-  } else {
-    free_table(spte::table_of(s), level - 1, first_gfn, true);
-  }
-}
+void TdpMmu::zap_entry(uint64_t* sptep, unsigned level) { drop_spte(exchange(sptep, 0), level); }
 
 template <class F>
 void TdpMmu::walk_range(uint64_t gfn, uint64_t npages, bool yield, F&& f) {
@@ -397,11 +390,11 @@ void TdpMmu::for_each_leaf(uint64_t gfn, uint64_t npages, F&& f) {
 void TdpMmu::zap_range(uint64_t gfn, uint64_t npages) {
   // Whole tables inside the range go at once; partial ones are visited. Between top-level
   // entries the lock is yielded, so a long zap does not stall the vCPUs.
-  walk_range(gfn, npages, true, [&](uint64_t* p, uint64_t s, unsigned level, uint64_t first, bool inside) {
+  walk_range(gfn, npages, true, [&](uint64_t* p, uint64_t s, unsigned level, uint64_t, bool inside) {
     if (spte::is_mmio(s)) {
       store(p, 0);
     } else if (spte::is_leaf(s, level) || inside) {
-      zap_entry(p, level, first);
+      zap_entry(p, level);
     } else {
       return true;
     }
@@ -428,7 +421,7 @@ void TdpMmu::free_invalid_roots() {
     std::lock_guard g(invalid_roots_lock_);
     roots.swap(invalid_roots_);
   }
-  for (ShadowPage* r : roots) free_table(pool_.table(r), r->role.level(), 0, true);
+  for (ShadowPage* r : roots) free_table(pool_.table(r), r->role.level());
 }
 
 void TdpMmu::zap_all_mmio() {
@@ -527,11 +520,11 @@ void TdpMmu::dirty_logging_changed(guest::Memslot& slot) {
     // cleared, and every huge one is write-protected (a write to it splits it) or, lazily,
     // dropped (refaulted at 4K). Then, eagerly, the huge ones are split, yielding the lock
     // between batches: a vCPU that writes meanwhile splits its own on the fault path.
-    for_each_leaf(slot.base_gfn(), slot.npages(), [&](uint64_t* p, uint64_t s, unsigned level, uint64_t first) {
+    for_each_leaf(slot.base_gfn(), slot.npages(), [&](uint64_t* p, uint64_t s, unsigned level, uint64_t) {
       if (!spte::is_present(s)) return;
       if (level > 1 && !options_.eager_split) {
         store(p, s & ~spte::D);  // writes from before logging started are not logged
-        zap_entry(p, level, first);
+        zap_entry(p, level);
         return;
       }
       const uint64_t cleared = s & ~(wp || level > 1 ? spte::RW | spte::D : spte::D);
@@ -557,7 +550,7 @@ void TdpMmu::dirty_logging_changed(guest::Memslot& slot) {
           const uint64_t s = load(&table[i]);
           if (!spte::is_present(s) || spte::is_leaf(s, level)) continue;
           if (level <= 3 && max_mapping_level(slot, entry_first) >= level) {
-            zap_entry(&table[i], level, entry_first);
+            zap_entry(&table[i], level);
           } else {
             self(self, spte::table_of(s), level - 1, entry_first);
           }

@@ -91,9 +91,10 @@ class TdpMmu final : public Mmu {
   template <class F>
   void for_each_leaf(uint64_t gfn, uint64_t npages, F&& f);
   // Drops one entry and everything below it, folding accessed/dirty state into the memslots.
-  void zap_entry(uint64_t* sptep, unsigned level, uint64_t first_gfn);
-  void free_table(uint64_t* table, unsigned level, uint64_t first_gfn, bool fold);
-  void fold_leaf(uint64_t spte, unsigned level, uint64_t first_gfn);
+  void zap_entry(uint64_t* sptep, unsigned level);
+  void drop_spte(uint64_t spte, unsigned level);  // an SPTE already taken out of its table
+  void free_table(uint64_t* table, unsigned level);
+  void fold_leaf(uint64_t spte, unsigned level);
   void zap_range(uint64_t gfn, uint64_t npages);
   uint64_t* fill_split_table(ShadowPage* sp, uint64_t huge_spte, unsigned level, uint64_t first_gfn, uint64_t* parent) const;
   void split_huge(uint64_t* sptep, unsigned level, uint64_t first_gfn);
