@@ -13,6 +13,7 @@
 #include "mmu/access_result.hpp"
 #include "mmu/mmu_lock.hpp"
 #include "mmu/vcpu_context.hpp"
+#include "mmu/write_track.hpp"
 #include "x86/access.hpp"
 
 namespace vmmu::mmu {
@@ -75,12 +76,21 @@ class Mmu {
   // The VMM wrote guest memory at [gpa, gpa + width): stay coherent with it.
   virtual void vmm_write(uint64_t /*gpa*/, unsigned /*width*/) {}
 
+  // KVM's page-track API: guest writes to a tracked gfn are emulated and reported to the
+  // notifier. Engines without it refuse (UsageError).
+  virtual void set_write_notifier(WriteTrackNotifier*) { no_write_tracking(); }
+  virtual void track_writes(uint64_t /*gfn*/, bool /*on*/) { no_write_tracking(); }
+
   // Invariant violations, each a line of text; empty when everything holds.
   virtual void audit(std::vector<std::string>& /*violations*/) const {}
   // Counters into `stats`, bytes by category into `memory` (with "mapping_total").
   virtual void report(nlohmann::ordered_json& stats, nlohmann::ordered_json& memory) const = 0;
 
  protected:
+  [[noreturn]] void no_write_tracking() const {
+    throw guest::UsageError(std::string("write tracking is not available with --mmu=") + name() + " (use --mmu=shadow)");
+  }
+
   guest::Memslots& slots_;
   std::vector<VcpuContext*> vcpus_;
   MmuLock lock_;

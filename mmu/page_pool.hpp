@@ -39,6 +39,7 @@ class PagePool {
   void prefault(uint64_t n);
 
   uint64_t pages_in_use() const { return in_use_; }
+  uint64_t high_water() const { return next_; }  // every index ever handed out is below it
   uint64_t pages_free() const { return free_.size(); }
 
  private:

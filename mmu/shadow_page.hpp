@@ -3,8 +3,10 @@
 // Direct pages map a linear gfn range and keep no per-entry gfn array: gfn_at(i) is computed
 // from the base gfn, which is rounded down to the span of the level when the page is created
 // (the 2010 "reduce 50% memory usage" idea, with the large-SPTE and quadrant traps closed by
-// the rounding). The table itself lives in the PagePool's arena; the header is found from the
-// table's address without any per-page pointer.
+// the rounding). Indirect pages (shadowing a guest table) keep none either: a present leaf
+// SPTE holds a host frame, and the memslot that contains the frame gives its gfn back; a table
+// SPTE's gfn is its child's. The table itself lives in the PagePool's arena; the header is
+// found from the table's address without any per-page pointer.
 #include <cassert>
 #include <cstdint>
 
@@ -24,27 +26,23 @@ constexpr unsigned spte_index(uint64_t gfn, unsigned level) {
 }
 
 struct ShadowPage {
-  uint64_t gfn = 0;                   // base gfn; direct pages: aligned to frames_per_page(level)
-  uint64_t* translations = nullptr;   // per-entry gfns; never allocated for direct pages
-  uint64_t* parent_spte = nullptr;    // the SPTE pointing at this page (null for a root)
-  uint32_t prev = 0, next = 0;        // active list links (pool indexes; 0 = none)
+  uint64_t gfn = 0;                 // direct: base gfn, aligned to frames_per_page(level); else the guest table's gfn
+  uint64_t* parent_spte = nullptr;  // an SPTE pointing at this page (null for a root); more in the engine's list
+  uint32_t prev = 0, next = 0;      // active list links (pool indexes; 0 = none)
+  uint32_t hash_next = 0;           // next page with the same gfn (shadow engine)
   Role role{};
-  uint32_t root_count = 0;            // references to a root from vCPUs / the MMU
-  uint32_t flags = 0;
+  uint32_t root_count = 0;          // vCPUs using the page as their current root
+  uint16_t flags = 0;               // engine-specific
+  uint16_t write_flooding = 0;      // emulated writes since a fault last went through the page
 
-  // The gfn that entry `index` maps (for a leaf) or covers the start of (for a table).
+  // The first gfn that entry `index` of a direct page maps (a leaf) or covers (a table).
   uint64_t gfn_at(unsigned index) const {
-    if (role.direct()) return gfn + (uint64_t{index} << (LEVEL_BITS * (role.level() - 1)));
-    return translations[index];
+    assert(role.direct() && "an indirect page's gfns come from its SPTEs");
+    return gfn + (uint64_t{index} << (LEVEL_BITS * (role.level() - 1)));
   }
-  // Records that entry `index` maps `g`. Direct pages check it instead: the formula must hold.
-  void set_gfn(unsigned index, uint64_t g) {
-    if (role.direct()) {
-      assert(g == gfn_at(index) && "direct shadow page: computed gfn differs from the gfn mapped");
-      (void)g;
-      return;
-    }
-    translations[index] = g;
+  // Checks that entry `index` of a direct page maps `g`: the formula must hold (debug builds).
+  void set_gfn([[maybe_unused]] unsigned index, [[maybe_unused]] uint64_t g) const {
+    assert(g == gfn_at(index) && "direct shadow page: computed gfn differs from the gfn mapped");
   }
 };
 

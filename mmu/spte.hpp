@@ -20,6 +20,12 @@ inline constexpr uint64_t FRAME_MASK = x86::pte::ADDR_MASK_52;
 inline constexpr uint64_t HOST_WRITABLE = 1ull << 52;  // the host lets the guest write the frame
 inline constexpr uint64_t MMU_WRITABLE = 1ull << 53;   // only dirty logging keeps W clear: the fast path may set it
 inline constexpr uint64_t MMIO = 1ull << 54;           // not present: the gfn is in no memslot (cached)
+// Shadow leaves carry the guest's own rights, checked in the guest's context on every access:
+// U in US, X as XD, W here (RW is the host's permission: write tracking and dirty logging take
+// it away whatever the guest allows), and the protection key in bits 62:59 as in long mode.
+inline constexpr uint64_t GUEST_WRITABLE = 1ull << 56;
+inline constexpr uint64_t PKEY_MASK = x86::pte::PKEY_MASK;
+inline constexpr unsigned PKEY_SHIFT = x86::pte::PKEY_SHIFT;
 inline constexpr unsigned MMIO_GEN_SHIFT = 55;         // bits 62:55: memslot generation of an MMIO SPTE
 inline constexpr unsigned MMIO_GEN_BITS = 8;
 inline constexpr uint64_t MMIO_GEN_MASK = ((1ull << MMIO_GEN_BITS) - 1) << MMIO_GEN_SHIFT;
@@ -41,6 +47,7 @@ inline uint64_t make_table(const void* table) { return reinterpret_cast<uint64_t
 inline uint64_t* table_of(uint64_t s) { return reinterpret_cast<uint64_t*>(s & FRAME_MASK); }
 
 static_assert((MMIO_GEN_MASK & (FRAME_MASK | HOST_WRITABLE | MMU_WRITABLE | MMIO | XD)) == 0);
+static_assert(((GUEST_WRITABLE | PKEY_MASK) & (FRAME_MASK | HOST_WRITABLE | MMU_WRITABLE | XD)) == 0);
 static_assert(is_mmio(make_mmio(0x1ff)) && !is_present(make_mmio(0x1ff)));
 static_assert(mmio_is_current(make_mmio(0x100), 0) && !mmio_is_current(make_mmio(1), 2));
 

@@ -23,9 +23,9 @@ std::unique_ptr<mmu::Mmu> make_mmu(const VmConfig& config, guest::Memslots& slot
   switch (config.mmu) {
     case MmuKind::None: return std::make_unique<mmu::ReferenceMmu>(slots);
     case MmuKind::Tdp: return std::make_unique<mmu::TdpMmu>(slots, config.tdp);
-    case MmuKind::Shadow: break;
+    case MmuKind::Shadow: return std::make_unique<mmu::ShadowMmu>(slots, config.shadow);
   }
-  throw UsageError(fmt::format("--mmu={} is not implemented yet", name(config.mmu)));
+  throw UsageError(fmt::format("--mmu={} is not implemented", name(config.mmu)));
 }
 }  // namespace
 
@@ -236,6 +236,16 @@ std::vector<uint64_t> Vm::age(uint64_t gpa, uint64_t size) {
   s.accessed_bitmap().for_each_set(first, first + n, [&](uint64_t i) { out.push_back(s.base_gfn() + i); });
   for (uint64_t g : out) s.accessed_bitmap().clear(g - s.base_gfn());
   return out;
+}
+
+void Vm::set_write_notifier(mmu::WriteTrackNotifier* notifier) {
+  std::lock_guard g(mmu_->lock());
+  mmu_->set_write_notifier(notifier);
+}
+
+void Vm::track_writes(uint64_t gfn, bool on) {
+  std::lock_guard g(mmu_->lock());
+  mmu_->track_writes(gfn, on);
 }
 
 std::vector<std::string> Vm::audit() const {

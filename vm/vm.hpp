@@ -13,6 +13,7 @@
 #include "guest/guest_memory.hpp"
 #include "guest/memslots.hpp"
 #include "mmu/mmu.hpp"
+#include "mmu/shadow_mmu.hpp"
 #include "mmu/tdp_mmu.hpp"
 #include "vm/vcpu.hpp"
 #include "x86/cpu_state.hpp"
@@ -31,6 +32,7 @@ std::optional<MmuKind> parse_mmu_kind(const std::string& s);
 struct VmConfig {
   MmuKind mmu = MmuKind::None;
   mmu::TdpOptions tdp{};
+  mmu::ShadowOptions shadow{};
 };
 
 // A memslot's dirty bitmap as KVM_GET_DIRTY_LOG returns it: bit i of words[i / 64] is the
@@ -87,6 +89,11 @@ class Vm {
   void unmap(uint64_t gpa, uint64_t size);
   // The gfns of [gpa, gpa + size) the guest used since the last `age` of them; clears that.
   std::vector<uint64_t> age(uint64_t gpa, uint64_t size);
+
+  // KVM's page-track API (--mmu=shadow): guest writes to a tracked gfn are emulated and reported
+  // to the notifier after they are performed. Other engines refuse (UsageError).
+  void set_write_notifier(mmu::WriteTrackNotifier* notifier);
+  void track_writes(uint64_t gfn, bool on);
 
   std::vector<std::string> audit() const;
   // {"stats": {...}, "memory": {...}}

@@ -11,7 +11,8 @@
 // only if the generator keeps the rule, so the harness checks itself before any engine exists.
 //
 // VMMU_EQUIV_SCALE=N multiplies the number of workloads (default 1: 320); VMMU_EQUIV_SEED=S runs
-// the one workload of seed S; VMMU_EQUIV_SKIP_AGE=1 leaves `age` results uncompared. A failure
+// the one workload of seed S; VMMU_EQUIV_SKIP_AGE=1 leaves `age` results uncompared;
+// VMMU_EQUIV_WRITE=1 writes every workload checked to the temporary directory. A failure
 // prints the seed, the op, both lines and the path of a reproducer .vmt (the workload up to the
 // op that differs) in the test's temp dir.
 #include <gtest/gtest.h>
@@ -443,6 +444,16 @@ std::vector<Engine> engines() {
   dbit.tdp.dirty_log = mmu::DirtyLogMode::DirtyBit;
   dbit.tdp.eager_split = false;
   v.push_back(Engine{"tdp --dirty-log=dbit --eager-split=off", dbit});
+  // Shadow paging that emulates every write to a guest table, and one held to KVM's smallest
+  // page limit, so pages are recycled under the guest all the time.
+  VmConfig emulate_all;
+  emulate_all.mmu = MmuKind::Shadow;
+  emulate_all.shadow.unsync = false;
+  v.push_back(Engine{"shadow --unsync=off", emulate_all});
+  VmConfig small;
+  small.mmu = MmuKind::Shadow;
+  small.shadow.max_mmu_pages = mmu::MIN_MAX_MMU_PAGES;
+  v.push_back(Engine{"shadow --max-mmu-pages=64", small});
   return v;
 }
 
@@ -655,6 +666,7 @@ std::string check_seed(uint64_t seed, uint64_t* model_hits = nullptr) {
   const RandomWorkloadParams p = params_for_seed(seed);
   try {
     const RandomWorkload w(p);
+    if (std::getenv("VMMU_EQUIV_WRITE")) write_reproducer(w, "any", 0);  // to look at one by hand
     return check_workload(w, model_hits);
   } catch (const std::exception& e) {
     return fmt::format("seed {}: generating the workload failed: {}\n  params: {}", seed, e.what(), p.describe());

@@ -83,13 +83,24 @@ int main(int argc, char** argv) {
   CLI::App app{"vmmu: a user-space x86 virtual MMU (shadow and TDP paging) and its simulator"};
   app.require_subcommand(1);
 
-  std::string mmu_name = "none", dirty_log = "wp", eager_split = "on";
+  std::string mmu_name = "none", dirty_log = "wp", eager_split = "on", unsync = "on";
+  uint64_t max_mmu_pages = 0;
   const auto mmu_check = CLI::IsMember({"none", "tdp", "shadow"});
   auto engine_options = [&](CLI::App* cmd) {
     cmd->add_option("--mmu", mmu_name, "none (reference walker), tdp or shadow")->check(mmu_check);
     cmd->add_option("--dirty-log", dirty_log, "how engines log dirty pages: wp (write-protect) or dbit (D bits)")
         ->check(CLI::IsMember({"wp", "dbit"}));
     cmd->add_option("--eager-split", eager_split, "split huge mappings when logging starts (on) or on demand (off)")
+        ->check(CLI::IsMember({"on", "off"}));
+    cmd->add_option("--max-mmu-pages", max_mmu_pages, "shadow: at most this many shadow pages, oldest recycled first (0: no limit)")
+        ->check(CLI::Validator(
+            [](std::string& v) {
+              const bool ok = v.find_first_not_of("0123456789") == std::string::npos && v.size() < 19 &&
+                              (std::stoull(v) == 0 || std::stoull(v) >= vmmu::mmu::MIN_MAX_MMU_PAGES);
+              return ok ? std::string() : std::string("must be 0 or at least 64");
+            },
+            "N"));
+    cmd->add_option("--unsync", unsync, "shadow: let written leaf tables go out of sync (on) or emulate every write (off)")
         ->check(CLI::IsMember({"on", "off"}));
   };
 
@@ -111,6 +122,8 @@ int main(int argc, char** argv) {
   config.mmu = mmu;
   config.tdp.dirty_log = dirty_log == "dbit" ? vmmu::mmu::DirtyLogMode::DirtyBit : vmmu::mmu::DirtyLogMode::WriteProtect;
   config.tdp.eager_split = eager_split == "on";
+  config.shadow.max_mmu_pages = max_mmu_pages;
+  config.shadow.unsync = unsync == "on";
 
   if (replay->parsed()) return replay_file(replay_path, config, stdout, nullptr);
   if (run->parsed()) {
