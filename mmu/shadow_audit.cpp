@@ -235,7 +235,7 @@ void ShadowMmu::report(nlohmann::ordered_json& stats, nlohmann::ordered_json& me
   for (const auto& [key, ptrs] : huge_rmap_) huge_rmap += ptrs.capacity() * sizeof(uint64_t*);
   uint64_t parents = map_bytes(extra_parents_, sizeof(std::vector<uint64_t*>));
   for (const auto& [key, ptrs] : extra_parents_) parents += ptrs.capacity() * sizeof(uint64_t*);
-  const uint64_t hash = map_bytes(gfns_, sizeof(GfnInfo));
+  const uint64_t hash = map_bytes(gfns_, sizeof(GfnInfo)) + shadowed_filter_.size() * sizeof(uint32_t);
   const uint64_t lpage = map_bytes(lpage_disallow_, sizeof(uint32_t));
   memory["shadow_tables"] = tables;
   memory["shadow_headers"] = headers;

@@ -116,22 +116,18 @@ void ShadowMmu::flush(VcpuContext& vcpu) {
 void ShadowMmu::invlpg(VcpuContext& vcpu, uint64_t gva) {
   std::lock_guard g(mutex_);
   ++n_.invlpg;
-  auto& vs = state(vcpu);
-  if (!vs.root_level || !gva_walkable(vcpu.paging, gva)) return;
-  // Synced pages follow the guest already; an out-of-sync leaf entry on this path goes.
-  uint64_t* table = root_table(vs);
-  for (unsigned level = vs.root_level;; --level) {
-    uint64_t* p = &table[entry_index(gva, level, vs.root_level)];
-    const uint64_t s = *p;
-    if (!spte::is_present(s)) return;
-    if (spte::is_leaf(s, level)) {
-      const ShadowPage* sp = pool_.header(p);
-      if (level == 1 && !sp->role.direct()) {
-        if (const GfnInfo* gi = gfn_info(sp->gfn); gi && gi->unsync) drop_leaf(p, 1);
-      }
-      return;
-    }
-    table = spte::table_of(s);
+  if (!gva_walkable(vcpu.paging, gva)) return;
+  // Synced pages follow the guest already. Out-of-sync ones drop the entry for this gva, in
+  // every such page and not only on the path from the current root: a page off that path (its
+  // link zapped, or a PAE root entry reloaded) would bring the stale entry back when relinked.
+  // Dropping an entry of another gva that shares the index costs a refault, nothing more.
+  const unsigned index = spte_index(gva >> x86::PAGE_SHIFT, 1);
+  for (uint64_t gfn : unsync_gfns_) {
+    for_each_page_of(gfn, [&](ShadowPage* sp) {
+      if (sp->role.direct() || (sp->role.has_4byte_gpte() && sp->role.quadrant() != quadrant_of(gva, 1))) return;
+      uint64_t* p = &pool_.table(sp)[index];
+      if (spte::is_present(*p)) drop_leaf(p, 1);
+    });
   }
 }
 
@@ -229,7 +225,7 @@ AccessResult ShadowMmu::fault(VcpuContext& vcpu, VcpuState& vs, uint64_t gva, x8
     r.status = AccessResult::Status::ReadOnly;
     return r;
   }
-  if (write && write_tracked(gfn_info(gfn)) && can_unsync(gfn)) unsync_gfn(gfn);
+  if (write && write_tracked(gfn) && can_unsync(gfn)) unsync_gfn(gfn);
 
   // The chain down to the leaf. Building it may shadow a table inside the leaf's own region (a
   // table that maps itself): then a huge leaf is no longer allowed there, so go down further.
@@ -243,11 +239,12 @@ AccessResult ShadowMmu::fault(VcpuContext& vcpu, VcpuState& vs, uint64_t gva, x8
     target = allowed;
   }
 
-  const bool emulate = write && write_tracked(gfn_info(gfn));
+  const bool tracked = write_tracked(gfn);
+  const bool emulate = write && tracked;
   uint8_t acc = paging ? w.acc : x86::acc::ALL;
   const bool guest_dirty = !paging || (w.pte[w.level] & x86::pte::D);
   if (paging && target < w.level && !guest_dirty) acc &= static_cast<uint8_t>(~x86::acc::W);  // as its direct page's role
-  const bool writable = !slot->readonly() && !write_tracked(gfn_info(gfn)) && guest_dirty &&
+  const bool writable = !slot->readonly() && !tracked && guest_dirty &&
                         ((acc & x86::acc::W) || !vcpu.paging.wp() || !paging) && (!slot->dirty_logging() || write);
   const uint64_t first = gfn & ~(frames_per_entry(target) - 1);
   uint64_t leaf = reinterpret_cast<uintptr_t>(slot->host_page(first)) | spte::P | rights_bits(acc, paging ? w.pkey : 0);
@@ -258,7 +255,8 @@ AccessResult ShadowMmu::fault(VcpuContext& vcpu, VcpuState& vs, uint64_t gva, x8
   ++n_.pf_fixed;
 
   if (emulate) return emulate_write(vcpu, *slot, w.gpa, width, value);
-  assert(!write || writable);
+  // A write is done here even when the SPTE could not be made writable: the guest's leaf may
+  // lie in read-only memory, where the walk cannot set D (each such write comes back here).
   if (write) vcpu.mark_dirty(*slot, gfn);  // before the write lands (a `clear` in between sees it)
   slot->mark_accessed(gfn);
   uint8_t* host = slot->host_page(gfn) + (w.gpa & x86::PAGE_OFFSET_MASK);
@@ -267,8 +265,7 @@ AccessResult ShadowMmu::fault(VcpuContext& vcpu, VcpuState& vs, uint64_t gva, x8
   return r;
 }
 
-ShadowMmu::Child ShadowMmu::child_of(const VcpuContext& vcpu, const Walk& w, uint64_t gva, uint64_t gfn, unsigned level) const {
-  const Role ctx = context_role(vcpu);
+ShadowMmu::Child ShadowMmu::child_of(const VcpuContext& vcpu, Role ctx, const Walk& w, uint64_t gva, uint64_t gfn, unsigned level) const {
   const unsigned cl = level - 1;
   const uint64_t direct_base = gfn & ~(frames_per_page(cl) - 1);  // the seed's trap: round to the span
   if (vcpu.paging.mode() == x86::PagingMode::Off)
@@ -289,6 +286,7 @@ ShadowMmu::Child ShadowMmu::child_of(const VcpuContext& vcpu, const Walk& w, uin
 }
 
 uint64_t* ShadowMmu::descend(VcpuContext& vcpu, VcpuState& vs, const Walk& w, uint64_t gva, uint64_t gfn, unsigned& target) {
+  const Role context = context_role(vcpu);
   uint64_t* table = root_table(vs);
   for (unsigned level = vs.root_level;; --level) {
     uint64_t* p = &table[entry_index(gva, level, vs.root_level)];
@@ -299,7 +297,7 @@ uint64_t* ShadowMmu::descend(VcpuContext& vcpu, VcpuState& vs, const Walk& w, ui
       zap_entry(p, level);
       s = 0;
     }
-    const Child c = child_of(vcpu, w, gva, gfn, level);
+    const Child c = child_of(vcpu, context, w, gva, gfn, level);
     if (spte::is_present(s)) {
       ShadowPage* child = pool_.header(spte::table_of(s));
       if (child->gfn == c.gfn && child->role == c.role) {

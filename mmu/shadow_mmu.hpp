@@ -62,6 +62,11 @@ class ShadowMmu final : public Mmu {
   void report(nlohmann::ordered_json& stats, nlohmann::ordered_json& memory) const override;
 
   uint64_t shadow_pages() const { return active_pages_; }
+  // Every shadow page goes (KVM's kvm_mmu_zap_all); the guest sees no difference.
+  void zap_all_pages() {
+    std::lock_guard g(mutex_);
+    zap_all();
+  }
   // Has the host back `n` table pages ahead of the faults that will need them.
   void prefault_pages(uint64_t n) { pool_.prefault(n); }
 
@@ -100,7 +105,7 @@ class ShadowMmu final : public Mmu {
     uint64_t gfn;
     Role role;
   };
-  Child child_of(const VcpuContext& vcpu, const Walk& w, uint64_t gva, uint64_t gfn, unsigned level) const;
+  Child child_of(const VcpuContext& vcpu, Role context, const Walk& w, uint64_t gva, uint64_t gfn, unsigned level) const;
   uint64_t* descend(VcpuContext& vcpu, VcpuState& vs, const Walk& w, uint64_t gva, uint64_t gfn, unsigned& target);
   unsigned max_level(const guest::Memslot& slot, uint64_t gfn, unsigned guest_level) const;
   void install_leaf(uint64_t* p, unsigned level, const guest::Memslot& slot, uint64_t gfn, uint64_t leaf);
@@ -124,6 +129,9 @@ class ShadowMmu final : public Mmu {
   // Write tracking, unsync and sync (shadow_tracking.cpp).
   GfnInfo* gfn_info(uint64_t gfn);
   bool write_tracked(const GfnInfo* gi) const { return gi && (gi->external || (gi->indirect && !gi->unsync)); }
+  // The fault path's question, answered without a hash lookup for most gfns.
+  bool write_tracked(uint64_t gfn) { return shadowed_filter_[filter_slot(gfn)] && write_tracked(gfn_info(gfn)); }
+  static unsigned filter_slot(uint64_t gfn) { return static_cast<unsigned>((gfn * 0x9e37'79b9'7f4a'7c15ull) >> (64 - FILTER_BITS)); }
   bool can_unsync(uint64_t gfn);
   void unsync_gfn(uint64_t gfn);
   void sync_all(VcpuContext& vcpu);
@@ -156,6 +164,9 @@ class ShadowMmu final : public Mmu {
   std::unordered_map<uint64_t, std::vector<uint64_t*>> extra_parents_;  // page index -> parents beyond the first
   std::unordered_map<uint64_t, std::vector<uint64_t*>> huge_rmap_;      // huge_key -> huge leaf SPTEs
   std::unordered_map<uint64_t, uint32_t> lpage_disallow_;               // huge_key -> shadowed gfns inside
+  // A counting filter over the gfns that are shadowed or tracked: zero means neither.
+  static constexpr unsigned FILTER_BITS = 12;
+  std::vector<uint32_t> shadowed_filter_ = std::vector<uint32_t>(1u << FILTER_BITS);
   std::vector<std::pair<const guest::Memslot*, std::unique_ptr<RmapHints>>> hints_;
   std::vector<uint64_t> unsync_gfns_;
   uint32_t lru_head_ = 0, lru_tail_ = 0;  // newest first

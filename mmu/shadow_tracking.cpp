@@ -32,6 +32,7 @@ RmapHints* ShadowMmu::hints(const guest::Memslot& slot, bool make) {
 // Write tracking
 
 void ShadowMmu::account_shadowed(uint64_t gfn, int delta) {
+  shadowed_filter_[filter_slot(gfn)] += static_cast<uint32_t>(delta);
   for (unsigned level = 2; level <= 3; ++level) {
     const uint64_t key = huge_key(level, gfn);
     uint32_t& n = lpage_disallow_[key];
