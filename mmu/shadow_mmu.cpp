@@ -366,7 +366,12 @@ ShadowPage* ShadowMmu::get_page(VcpuContext& vcpu, uint64_t gfn, Role role) {
   if (GfnInfo* gi = gfn_info(gfn)) {
     for (uint32_t i = gi->head; i; i = pool_.header_at(i)->hash_next) {
       ShadowPage* sp = pool_.header_at(i);
-      if (sp->role == role) return sp;
+      if (sp->role != role) continue;
+      // Linked from a new place, an out-of-sync page is brought up to date first (as KVM
+      // syncs what it finds in its hash): entries changed since its last sync point may be
+      // reached through the new link before any invlpg could name them.
+      if (gi->unsync && !role.direct()) resync_gfn(vcpu, gfn);
+      return sp;
     }
     // A new page makes the frame write-tracked again: out-of-sync pages of it come back first.
     if (!role.direct() && gi->unsync) resync_gfn(vcpu, gfn);

@@ -446,6 +446,9 @@ void TdpMmu::remote_tlb_flush() {
 void TdpMmu::memslot_leaving(guest::Memslot&) {
   invalidate_root();
   remote_tlb_flush();
+  // Not deferred this time: the dropped SPTEs' A/D bits are folded through their host frames,
+  // and once the slot is gone its host memory may back a new slot at the same address.
+  free_invalid_roots();
 }
 
 void TdpMmu::memslots_changed() {

@@ -129,7 +129,9 @@ struct Case {
 std::vector<Case> cases() {
   std::vector<Case> out;
   for (const fs::path& vmt : workload_files()) {
-    for (const char* mode : {"none", "tdp", "tdp --dirty-log=dbit", "tdp --eager-split=off"}) out.push_back({vmt, mode});
+    for (const char* mode : {"none", "tdp", "tdp --dirty-log=dbit", "tdp --eager-split=off", "shadow", "shadow --unsync=off",
+                             "shadow --max-mmu-pages=64"})
+      out.push_back({vmt, mode});
   }
   return out;
 }
