@@ -155,6 +155,8 @@ struct Table {
   uint8_t level = 1;
   bool kernel = false;  // under the shared kernel subtree (may hold global leaves)
   int space = -1;       // >= 0: the root of that address space
+  int32_t self = -1;    // >= 0: the index of its self-map entry (it points at the table itself)
+  uint64_t self_flags = 0;
   uint32_t slot = SLOT_MAIN;
   uint64_t offset = 0;  // bytes into the memslot (a PDPT sits at a 32-byte offset in its page)
   uint64_t home = 0;    // its gpa with every table memslot at home: what pointers hold
@@ -333,6 +335,8 @@ class Generator {
   }
 
   void setup_kernel(Fmt f) {
+    self_index_[fi(f)] = pick_self_index(f);
+    root_self_flags_[fi(f)] = self_flags(f);
     const uint64_t base = pte::P | pte::A;
     for (unsigned k : pinned_indices(f)) {
       uint64_t v = 0;
@@ -346,7 +350,13 @@ class Generator {
           }
           break;
         }
-        case Fmt::Pae: v = tables_[alloc_table(f, 2, true, false)].home | pte::P; break;
+        case Fmt::Pae: {
+          const int32_t pd = alloc_table(f, 2, true, false);
+          v = tables_[pd].home | pte::P;
+          // PDPTEs are registers: the shared kernel page directory maps itself instead.
+          if (f_.self_map) add_self_map(static_cast<uint32_t>(pd), self_index_[fi(f)], self_flags(f));
+          break;
+        }
         case Fmt::L4: v = tables_[alloc_table(f, 3, true, false)].home | base | pte::RW | pte::US; break;
         case Fmt::L5: v = tables_[alloc_table(f, 4, true, false)].home | base | pte::RW | pte::US; break;
       }
@@ -362,6 +372,7 @@ class Generator {
     tables_[root].space = id;
     ++cov_.address_spaces;
     for (unsigned k : pinned_indices(f)) poke_entry(static_cast<uint32_t>(root), k, pinned_[fi(f)].at(k));
+    if (f_.self_map && f != Fmt::Pae) add_self_map(static_cast<uint32_t>(root), self_index_[fi(f)], root_self_flags_[fi(f)]);
   }
 
   // ---- tables ---------------------------------------------------------------------------------
@@ -437,7 +448,7 @@ class Generator {
   // pointer when CR4.PSE=0), or -1. Throws when the entry breaks the generator's invariants.
   int32_t child_of(uint32_t ti, unsigned i, uint64_t e) const {
     const Table& t = tables_[ti];
-    if (t.level == 1 || !(e & pte::P)) return -1;
+    if (t.level == 1 || !(e & pte::P) || t.self == static_cast<int32_t>(i)) return -1;  // a self-map is no link
     const bool pdpte = t.fmt == Fmt::Pae && t.level == 3;
     uint64_t target;
     if (t.fmt == Fmt::Bits32) {
@@ -472,27 +483,34 @@ class Generator {
     if (c >= 0) tables_[c].parents.emplace_back(ti, i);
   }
 
-  // (address space, gva) of every path from a root to table `ti`; false beyond `cap` paths.
-  bool paths_to(uint32_t ti, std::vector<std::pair<int, uint64_t>>& out, size_t cap) const {
+  // (address space, gva) of every walk that reads table `ti` as a table of level `eff` (below its
+  // own level only through self-maps); false beyond `cap` of them.
+  bool reach(uint32_t ti, unsigned eff, std::vector<std::pair<int, uint64_t>>& out, size_t cap) const {
     const Table& t = tables_[ti];
-    if (t.space >= 0) out.emplace_back(t.space, 0);
-    for (const auto& [p, j] : t.parents) {
+    if (eff == 0 || eff > t.level) return true;
+    if (t.space >= 0 && eff == t.level) out.emplace_back(t.space, 0);
+    auto via = [&](uint32_t p, uint32_t j) {
       std::vector<std::pair<int, uint64_t>> up;
-      if (!paths_to(p, up, cap)) return false;
-      const uint64_t step = uint64_t{j} << shift_of(t.fmt, tables_[p].level);
+      if (!reach(p, eff + 1, up, cap)) return false;
+      const uint64_t step = uint64_t{j} << shift_of(t.fmt, eff + 1);
       for (const auto& [s, b] : up) {
         out.emplace_back(s, b + step);
         if (out.size() > cap) return false;
       }
-    }
+      return true;
+    };
+    for (const auto& [p, j] : t.parents)
+      if (!via(p, j)) return false;
+    if (t.self >= 0 && eff < t.level && !via(ti, static_cast<uint32_t>(t.self))) return false;
     return true;
   }
 
-  // Whether a change of this entry is covered by INVLPG of the gvas it maps.
-  bool leaf_position(const Table& t, uint64_t e) const {
-    if (t.level == 1 || !(e & pte::P)) return true;
-    if (t.fmt == Fmt::Bits32 || (t.fmt == Fmt::Pae && t.level == 3)) return false;
-    return (e & pte::PS) && t.level <= 3;
+  // Whether a change of this entry, read as one of level `level`, is covered by INVLPG of the gvas
+  // it maps.
+  static bool leaf_position(Fmt f, unsigned level, uint64_t e) {
+    if (level == 1 || !(e & pte::P)) return true;
+    if (f == Fmt::Bits32 || (f == Fmt::Pae && level == 3)) return false;
+    return (e & pte::PS) && level <= 3;
   }
 
   // An entry changed from `old` to `now`: keep the links, and note the invalidations the contract
@@ -503,21 +521,32 @@ class Generator {
     if (!(old & pte::P) && (now & pte::P)) return;  // not present -> present: nothing to drop
     ++cov_.entry_changes;
     const Table& t = tables_[ti];
-    std::vector<std::pair<int, uint64_t>> paths;
-    const bool precise = paths_to(ti, paths, MAX_PATHS);
-    const bool leaf = leaf_position(t, old) && leaf_position(t, now);
-    const uint64_t span = 1ull << shift_of(t.fmt, t.level);
+    struct Use {
+      int space;
+      uint64_t gva;  // of the first byte the entry maps when read at `level`
+      unsigned level;
+    };
+    std::vector<Use> uses;
+    bool precise = true;
+    for (unsigned eff = 1; eff <= t.level && precise; ++eff) {
+      std::vector<std::pair<int, uint64_t>> paths;
+      precise = reach(ti, eff, paths, MAX_PATHS);
+      for (const auto& [sp, base] : paths) uses.push_back(Use{sp, base + (uint64_t{i} << shift_of(t.fmt, eff)), eff});
+      if (uses.size() > MAX_PATHS) precise = false;
+    }
     for (VcpuModel& v : vcpus_) {
       if (v.cached.empty()) continue;
       const x86::CpuState& s = ref_.vcpu(v.id).state();
       std::set<uint64_t> gvas;
-      bool hit = !precise;
-      for (const auto& [sp, base] : paths) {
-        if (!v.cached.count(sp)) continue;
+      bool hit = !precise, leaf = true;
+      for (const Use& u : uses) {
+        if (!v.cached.count(u.space)) continue;
         hit = true;
-        uint64_t gva = base + uint64_t{i} * span;
+        leaf = leaf && leaf_position(t.fmt, u.level, old) && leaf_position(t.fmt, u.level, now);
+        const uint64_t span = 1ull << shift_of(t.fmt, u.level);
+        uint64_t gva = u.gva;
         // INVLPG of any address in a large page drops all of that page (SDM 4.10.4.1).
-        if (t.level > 1 && rng_.percent(50)) gva += rng_.below(span / PAGE) * PAGE;
+        if (u.level > 1 && rng_.percent(50)) gva += rng_.below(span / PAGE) * PAGE;
         gvas.insert(sext(t.fmt, gva));
       }
       if (!hit) continue;
@@ -619,6 +648,7 @@ class Generator {
     const Fmt fmt = tables_[ti].fmt;
     const unsigned level = tables_[ti].level;
     const bool kernel = tables_[ti].kernel;
+    if (tables_[ti].self == static_cast<int32_t>(i)) return self_entry(ti);
     if (is_pinned(tables_[ti], i)) return pinned_[fi(fmt)].at(i);
     if (level == 1) return leaf_entry(fmt, 1, kernel);
     const bool pdpt = fmt == Fmt::Pae && level == 3;
@@ -632,6 +662,42 @@ class Generator {
     return pointer_entry(ti, i, true);
   }
 
+  // ---- self-maps ------------------------------------------------------------------------------
+  // Flags of a self-map entry: already accessed (a walk in another address space must not set A
+  // where a cached global translation skipped it), never PS (it stays a pointer at every level it
+  // is read at) nor bit 8 (G where it is read as a leaf).
+  uint64_t self_flags(Fmt f) {
+    uint64_t e = pte::P | pte::A;
+    if (rng_.percent(90)) e |= pte::RW;
+    if (rng_.percent(50)) e |= pte::US;
+    if (rng_.percent(30)) e |= pte::D;
+    if (rng_.percent(5)) e |= pte::PWT;
+    if (rng_.percent(5)) e |= pte::PCD;
+    if (f != Fmt::Bits32 && rng_.percent(10)) e |= pte::XD;
+    return e;
+  }
+
+  uint64_t self_entry(uint32_t ti) const { return tables_[ti].home | tables_[ti].self_flags; }
+
+  // Makes entry `index` of table `ti` point at the table itself.
+  void add_self_map(uint32_t ti, unsigned index, uint64_t flags) {
+    tables_[ti].self = static_cast<int32_t>(index);
+    tables_[ti].self_flags = flags;
+    ++cov_.self_maps;
+    poke_entry(ti, index, self_entry(ti));
+  }
+
+  // The index of the self-map of every root of a format (of the kernel page directory for PAE).
+  unsigned pick_self_index(Fmt f) {
+    switch (f) {
+      case Fmt::Bits32: return static_cast<unsigned>(rng_.range(768, 1021));  // 0xc0000000 and up
+      case Fmt::Pae: return static_cast<unsigned>(rng_.range(300, 500));
+      default: return static_cast<unsigned>(rng_.range(257, 510));  // the upper half, as Windows
+    }
+  }
+
+  bool is_self(const Table& t, unsigned i) const { return t.self == static_cast<int32_t>(i); }
+
   int32_t pick_child(Fmt f, unsigned level, bool kernel) {
     std::vector<uint32_t> have;
     for (uint32_t k = 0; k < tables_.size(); ++k) {
@@ -640,6 +706,9 @@ class Generator {
     }
     if (have.empty() || rng_.percent(40)) {
       const int32_t n = alloc_table(f, level, kernel, false);
+      // Now and then a self-map below the root (a table that is not linked yet: nothing to drop).
+      if (n >= 0 && f_.self_map && level >= 2 && rng_.percent(8))
+        add_self_map(static_cast<uint32_t>(n), static_cast<unsigned>(rng_.range(8, 250)), self_flags(f));
       if (n >= 0) return n;
     }
     return have.empty() ? -1 : static_cast<int32_t>(rng_.pick(have));
@@ -832,6 +901,7 @@ class Generator {
     uint32_t t = spaces_[sp].root;
     for (unsigned level = root_level(f); level > leaf_level; --level) {
       const unsigned i = index_of(f, gva, level);
+      if (is_self(tables_[t], i)) return false;
       if (is_pinned(tables_[t], i)) {
         const int32_t c = tables_[t].link[i];
         if (!kernel || c < 0) return false;
@@ -849,7 +919,7 @@ class Generator {
       t = static_cast<uint32_t>(c);
     }
     const unsigned i = index_of(f, gva, leaf_level);
-    if (is_pinned(tables_[t], i)) return false;
+    if (is_pinned(tables_[t], i) || is_self(tables_[t], i)) return false;
     const uint64_t v = leaf_value ? *leaf_value : leaf_entry(f, leaf_level, tables_[t].kernel);
     if (!poke_entry(t, i, v)) return false;
     const uint64_t size = 1ull << shift_of(f, leaf_level);
@@ -882,10 +952,11 @@ class Generator {
           idx = rng_.pick(pins);
         } else {
           do idx = hot_index(n);
-          while (std::find(pins.begin(), pins.end(), idx) != pins.end());
+          while (std::find(pins.begin(), pins.end(), idx) != pins.end() || (f_.self_map && idx == self_index_[fi(f)]));
         }
       } else {
-        idx = hot_index(n);
+        do idx = hot_index(n);
+        while (f_.self_map && f == Fmt::Pae && kernel && level == 2 && idx == self_index_[fi(f)]);
       }
       gva |= uint64_t{idx} << shift_of(f, level);
       if (level == 1) break;
@@ -1158,10 +1229,16 @@ class Generator {
       // An entry this write's own walk used holds, by the time the data is written, what the
       // walk made of it (A/D set): that is the value a cached translation came from.
       const guest::GuestWalk& w = d.walk;
+      // Through a self-map the walk may read one entry at several levels: the lowest holds every
+      // A/D bit the walk set (the dry run reads memory as it was before the walk).
       for (Touched& t : touched) {
         const std::optional<uint64_t> entry = entry_gpa(tables_[t.table], t.index);
-        for (unsigned l = 1; l <= guest::MAX_LEVELS; ++l)
-          if (entry && l >= w.level && l <= w.root_level && w.pte_gpa[l] == *entry) t.old = w.pte[l];
+        for (unsigned l = w.level; entry && l <= w.root_level; ++l) {
+          if (w.pte_gpa[l] == *entry) {
+            t.old = w.pte[l];
+            break;
+          }
+        }
       }
       if (!touched.empty()) ++cov_.guest_table_writes;
       else if (written_.size() < 64) written_.insert(gpa & ~7ull);
@@ -1199,6 +1276,7 @@ class Generator {
         {50, &Generator::act_access},
         {9, &Generator::act_map},
         {f_.table_writes ? 7u : 0u, &Generator::act_table_write},
+        {f_.self_map ? 6u : 0u, &Generator::act_self_map},
         {2, &Generator::act_poke_data},
         {f_.peek ? 3u : 0u, &Generator::act_peek},
         {2, &Generator::act_invalidate},
@@ -1233,6 +1311,10 @@ class Generator {
     const uint64_t gva = pick_access_page(v) | pick_offset(width);
     ++cov_.accesses;
     if (kind == x86::AccessKind::Write) return gen_write(v, gva, width, pick_value(width));
+    gen_read(v, gva, kind, width);
+  }
+
+  void gen_read(VcpuModel& v, uint64_t gva, x86::AccessKind kind, unsigned width) {
     const DryRun d = dry_run(v, gva, kind);
     note_translated(v, gva, d);
     if (d.performed) note_gpa(d.gpa);
@@ -1319,6 +1401,11 @@ class Generator {
       }
       page = spaces_[sp].windows[t];
     }
+    gen_entry_write(v, page, t);
+  }
+
+  // A guest write to an entry of table `t` through `page`, a gva that maps the table's page.
+  void gen_entry_write(VcpuModel& v, uint64_t page, uint32_t t) {
     const Table& tb = tables_[t];
     const unsigned es = entry_bytes(tb.fmt);
     const unsigned i = pick_entry(t);
@@ -1340,6 +1427,92 @@ class Generator {
       }
     }
     gen_write(v, page + off, width, value);
+  }
+
+  // ---- self-maps: page tables as data -------------------------------------------------------
+  // A page-aligned gva of address space `sp` whose walk goes through a self-map entry, mostly one
+  // that then reaches a page table as data; nullopt when `sp` has no self-map.
+  std::optional<uint64_t> self_map_page(int sp) {
+    const Fmt f = spaces_[sp].fmt;
+    std::vector<std::pair<uint32_t, uint64_t>> starts;  // (table with a self-map, gva base it is read at)
+    for (uint32_t k = 0; k < tables_.size(); ++k) {
+      const Table& t = tables_[k];
+      if (t.fmt != f || t.self < 0) continue;
+      std::vector<std::pair<int, uint64_t>> paths;
+      reach(k, t.level, paths, MAX_PATHS);  // some of them do
+      for (const auto& [s, base] : paths)
+        if (s == sp) starts.emplace_back(k, base);
+    }
+    if (starts.empty()) return std::nullopt;
+    // Mostly the self-map of the root (or of the kernel PD), as a guest kernel uses it.
+    std::pair<uint32_t, uint64_t> start = starts[0];
+    for (const auto& st : starts)
+      if (tables_[st.first].space == sp || (f == Fmt::Pae && tables_[st.first].kernel)) start = st;
+    if (rng_.percent(30)) start = rng_.pick(starts);
+    int32_t cur = static_cast<int32_t>(start.first);
+    unsigned level = tables_[cur].level;
+    uint64_t gva = start.second | static_cast<uint64_t>(tables_[cur].self) << shift_of(f, level);
+    // Below the self-map, follow entries in use (or the self-map again), so that the page the
+    // last entry names is mostly a table.
+    while (--level >= 1) {
+      unsigned idx;
+      if (cur < 0) {
+        idx = hot_index(entries_of(f, level));
+      } else {
+        const Table& t = tables_[cur];
+        idx = t.self >= 0 && rng_.percent(30) ? static_cast<unsigned>(t.self) : used_entry(static_cast<uint32_t>(cur));
+        if (!is_self(tables_[cur], idx)) cur = tables_[cur].level >= 2 ? tables_[cur].link[idx] : -1;
+      }
+      gva |= uint64_t{idx} << shift_of(f, level);
+    }
+    return sext(f, gva);
+  }
+
+  // An entry of table `t`, mostly one that is not zero.
+  unsigned used_entry(uint32_t t) {
+    const unsigned n = entries_of(tables_[t].fmt, tables_[t].level);
+    std::vector<unsigned> used;
+    for (unsigned i = 0; i < n; ++i)
+      if (read_entry(tables_[t], i)) used.push_back(i);
+    return !used.empty() && rng_.percent(85) ? rng_.pick(used) : static_cast<unsigned>(rng_.below(n));
+  }
+
+  void act_self_map() {
+    VcpuModel& v = random_vcpu();
+    const x86::CpuState s = state(v);
+    if (s.mode() == PagingMode::Off) return act_access();
+    const std::optional<uint64_t> page = self_map_page(space_of(s));
+    if (!page) return act_access();
+    ++cov_.accesses;
+    ++cov_.self_map_accesses;
+    const uint64_t r = rng_.below(100);
+    if (r < 45) {
+      // A write: to an entry when the page is a table, as a guest kernel edits its tables.
+      const DryRun d = dry_run(v, *page, x86::AccessKind::Write);
+      const PageRole role = d.performed ? role_of(d.gpa >> x86::PAGE_SHIFT) : PageRole{};
+      const uint64_t before = cov_.guest_table_writes;
+      if (role.table >= 0 && rng_.percent(90)) {
+        gen_entry_write(v, *page, static_cast<uint32_t>(role.table));
+      } else {
+        const unsigned width = pick_width();
+        gen_write(v, *page | pick_offset(width), width, pick_value(width));
+      }
+      if (cov_.guest_table_writes != before) ++cov_.self_map_writes;
+      return;
+    }
+    const x86::AccessKind kind = r < 90 ? x86::AccessKind::Read : x86::AccessKind::Fetch;
+    const unsigned width = kind == x86::AccessKind::Fetch ? 1 : pick_width();
+    uint64_t off = pick_offset(width);
+    if (kind == x86::AccessKind::Read && width == 8 && rng_.percent(60)) {
+      // Mostly an entry in use when the page is a table: what a guest reads its tables for.
+      const DryRun d = dry_run(v, *page, kind);
+      const PageRole role = d.performed ? role_of(d.gpa >> x86::PAGE_SHIFT) : PageRole{};
+      if (role.table >= 0) {
+        const Table& t = tables_[role.table];
+        if (entry_bytes(t.fmt) == 8) off = (t.offset & x86::PAGE_OFFSET_MASK) + uint64_t{used_entry(static_cast<uint32_t>(role.table))} * 8;
+      }
+    }
+    gen_read(v, *page | off, kind, width);
   }
 
   void act_poke_data() {
@@ -1664,6 +1837,8 @@ class Generator {
   std::unordered_map<uint64_t, uint32_t> by_home_;
   std::map<std::pair<uint32_t, uint64_t>, int32_t> pool_;  // (slot, page) -> table, or -1 while free
   std::map<unsigned, uint64_t> pinned_[N_FMTS];
+  unsigned self_index_[N_FMTS] = {0, 0, 0, 0};  // of the self-map of every root (PAE: of the kernel PD)
+  uint64_t root_self_flags_[N_FMTS] = {0, 0, 0, 0};
   std::vector<Space> spaces_;
   std::vector<Mapped> kernel_gvas_[N_FMTS];
   std::vector<VcpuModel> vcpus_;
@@ -1708,6 +1883,7 @@ std::string RandomWorkloadParams::describe() const {
   feature(f.age, all.age, "age");
   feature(f.peek, all.peek, "peek");
   feature(f.stats, all.stats, "stats");
+  feature(f.self_map, all.self_map, "self_map");
   return fmt::format("seed={} ops={} guest_memory={}M vcpus={} modes={} features={} big_slot={} audit_every_op={} cpu={}", seed,
                      ops, guest_memory >> 20, vcpus, modes_text, off.empty() ? "all" : off, big_slot_1g ? "1g" : "2m",
                      audit_every_op ? 1 : 0, random_cpu_model ? "random" : "default");

@@ -18,6 +18,16 @@
 // only under a "kernel" subtree that every address space of a format links at the same place
 // with the same, already accessed entry, so a global translation that survives a `cr3` switch is
 // exactly what a walk of the new tables would give.
+//
+// The one exception to "the next level" is a self-map (as Windows' recursive PML4 entry): a table
+// may have one entry that points at the table itself, so a walk through it reads the same table
+// one level lower, and gvas under it reach page tables as data. That entry always holds the same
+// value (A/D bits aside; writes that land on it are reshaped to it), and the bookkeeping of which
+// gvas an entry maps follows every level at which a walk may read its table. Every root of a
+// format has its self-map at the same index with the same, already accessed flags (under PAE, where
+// the PDPTEs are registers, the shared kernel page directory has it), so that a global translation
+// reached through it is the same in every address space; no entry outside the kernel subtree has
+// bit 8 set, which is G wherever a walk through a self-map takes an entry for a leaf.
 #include <cstdint>
 #include <ostream>
 #include <string>
@@ -47,6 +57,7 @@ struct RandomWorkloadFeatures {
   bool age = true;              // host aging
   bool peek = true;             // peeks during the run (the final peeks are always there)
   bool stats = true;            // occasional `stats` (contents are not compared)
+  bool self_map = true;         // self-referencing table entries, and accesses and writes through them
 };
 
 struct RandomWorkloadParams {
@@ -73,6 +84,9 @@ struct RandomWorkloadCoverage {
   uint64_t huge_leaves = 0, global_leaves = 0, reserved_entries = 0, windows = 0, alias_leaves = 0;
   uint64_t mode_switches = 0, control_bit_changes = 0, cr3_switches = 0, memslot_changes = 0;
   uint64_t table_slot_changes = 0;  // memslot changes that moved or dropped page tables
+  uint64_t self_maps = 0;           // tables given an entry that points at themselves
+  uint64_t self_map_accesses = 0;   // accesses to gvas whose walk goes through a self-map entry
+  uint64_t self_map_writes = 0;     // of those, writes that landed on a page-table entry
 };
 
 class RandomWorkload {
