@@ -6,6 +6,9 @@ set -euo pipefail
 packages=(
   # toolchain: g++ 12 and clang 14 both build the project; clang's runtime for ASan/UBSan/TSan
   g++ clang libclang-rt-14-dev cmake ninja-build make pkg-config
+  # fuzzing (make fuzz): libFuzzer is in libclang-rt-14-dev; llvm-symbolizer names the frames
+  # of sanitizer and fuzzer crash reports
+  llvm
   # libraries
   libfmt-dev nlohmann-json3-dev libcli11-dev libzstd-dev
   # tests and benchmarks

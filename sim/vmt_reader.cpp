@@ -549,14 +549,18 @@ constexpr size_t CHUNK = size_t{64} << 10;
 // The next line of the input (without its '\n') from the window buf[pos, end), refilled from
 // `in`'s stream buffer with whatever it has (at least one byte, so a pipe is read as it comes).
 bool read_line(std::istream& in, std::string& buf, size_t& pos, size_t& end, bool& eof, string_view& line) {
+  // [pos, scanned) holds no '\n': each refill searches only the new bytes, so a long line that
+  // arrives in small pieces costs linear time, not quadratic.
+  size_t scanned = pos;
   for (;;) {
-    if (pos != end) {
-      if (const void* nl = std::memchr(buf.data() + pos, '\n', end - pos)) {
+    if (scanned != end) {
+      if (const void* nl = std::memchr(buf.data() + scanned, '\n', end - scanned)) {
         const auto at = static_cast<size_t>(static_cast<const char*>(nl) - buf.data());
         line = string_view(buf.data() + pos, at - pos);
         pos = at + 1;
         return true;
       }
+      scanned = end;
     }
     if (eof) {
       if (pos == end) return false;
@@ -568,6 +572,7 @@ bool read_line(std::istream& in, std::string& buf, size_t& pos, size_t& end, boo
     if (pos != 0) {
       std::memmove(buf.data(), buf.data() + pos, end - pos);
       end -= pos;
+      scanned -= pos;
       pos = 0;
     }
     if (buf.size() - end < CHUNK / 2) buf.resize(std::max(CHUNK, 2 * buf.size()));
