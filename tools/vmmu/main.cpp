@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "sim/replayer.hpp"
+#include "tools/vmmu/import_command.hpp"
 #include "tools/vmmu/kvm_check.hpp"
 #include "vm/vm.hpp"
 
@@ -80,6 +81,7 @@ void print_summary(const std::string& path, vmmu::MmuKind mmu, const ReplaySumma
 
 int main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "kvm-check") return vmmu::tools::kvm_check_main(argc - 1, argv + 1);
+  if (argc > 1 && std::string(argv[1]) == "import") return vmmu::tools::import_main(argc - 1, argv + 1);
   CLI::App app{"vmmu: a user-space x86 virtual MMU (shadow and TDP paging) and its simulator"};
   app.require_subcommand(1);
 

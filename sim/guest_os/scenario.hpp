@@ -1,0 +1,23 @@
+#pragma once
+// The built-in scenario of the guest OS model: boot, init, a few worker processes started by
+// fork + exec, and rounds of time slices in which the workers fork children that write to
+// copy-on-write pages and exit, map, protect and unmap memory, and run helper programs.
+#include <cstdint>
+
+#include "sim/guest_os/guest_os.hpp"
+
+namespace vmmu::sim::guest_os {
+
+struct ScenarioParams {
+  GuestOsParams os{};
+  uint64_t seed = 1;
+  uint32_t processes = 3;  // workers init starts
+  uint32_t rounds = 4;     // time slices per worker, each followed by one event
+  uint32_t slice = 400;    // instructions per time slice (each a fetch, half of them also a data access)
+  bool stats = true;       // a `stats` op at the end
+};
+
+// Emits the scenario to `sink`; deterministic for given parameters (the seed included).
+GuestOsCounts run_default_scenario(const ScenarioParams& params, const OpSink& sink);
+
+}  // namespace vmmu::sim::guest_os
