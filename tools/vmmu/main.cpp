@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -15,27 +16,12 @@
 #include "sim/replayer.hpp"
 #include "tools/vmmu/import_command.hpp"
 #include "tools/vmmu/kvm_check.hpp"
+#include "tools/vmmu/run_command.hpp"
 #include "vm/vm.hpp"
 
 namespace {
 
 using vmmu::sim::ReplaySummary;
-
-// The built-in workload: installed beside the binary (../share/vmmu/workloads), else the
-// install prefix, else the source tree this binary was built from.
-std::string default_workload() {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  const fs::path self = fs::read_symlink("/proc/self/exe", ec);
-  const fs::path candidates[] = {
-      self.parent_path().parent_path() / "share/vmmu/workloads/default.vmt",
-      fs::path(VMMU_INSTALLED_WORKLOADS) / "default.vmt",
-      fs::path(VMMU_SOURCE_WORKLOADS) / "default.vmt",
-  };
-  for (const fs::path& p : candidates)
-    if (!ec && fs::exists(p)) return p.string();
-  return (fs::path(VMMU_SOURCE_WORKLOADS) / "default.vmt").string();
-}
 
 int replay_file(const std::string& path, const vmmu::VmConfig& config, std::FILE* out, ReplaySummary* summary) {
   std::ifstream in(path, std::ios::binary);
@@ -50,31 +36,6 @@ int replay_file(const std::string& path, const vmmu::VmConfig& config, std::FILE
     std::fprintf(stderr, "%s: %s\n", path.c_str(), e.what());
     return 2;
   }
-}
-
-void print_summary(const std::string& path, vmmu::MmuKind mmu, const ReplaySummary& s) {
-  fmt::print("vmmu: replayed {} with --mmu={}\n\n", path, vmmu::name(mmu));
-  fmt::print("  ops                 {:>8}\n", s.ops);
-  fmt::print("  guest accesses      {:>8}\n", s.accesses);
-  for (const auto& [mode, n] : s.accesses_by_mode) fmt::print("    {:<17} {:>8}\n", mode, n);
-  fmt::print("  translated          {:>8}\n", s.translated);
-  fmt::print("  page faults (#PF)   {:>8}\n", s.page_faults);
-  for (const auto& [ec, n] : s.pf_by_error_code) {
-    std::string bits;
-    static const char* names[] = {"P", "W", "U", "RSVD", "I", "PK"};
-    for (unsigned b = 0; b < 6; ++b)
-      if (ec & (1u << b)) bits += (bits.empty() ? "" : "|") + std::string(names[b]);
-    fmt::print("    error code 0x{:<2x}   {:>8}  {}\n", ec, n, bits.empty() ? "not present, read, supervisor" : bits);
-  }
-  fmt::print("  #GP (non-canonical) {:>8}\n", s.gp_faults);
-  fmt::print("  #GP (PDPTE load)    {:>8}\n", s.pdpte_gp);
-  fmt::print("  MMIO exits          {:>8}\n", s.mmio);
-  fmt::print("  read-only writes    {:>8}\n", s.readonly_writes);
-  fmt::print("  audits              {:>8}  ({} failed)\n", s.audits, s.audit_failures);
-  if (s.host_errors) fmt::print("  host memory errors  {:>8}\n", s.host_errors);
-  fmt::print("\nops by kind:");
-  for (const auto& [k, n] : s.ops_by_kind) fmt::print(" {} {}", k, n);
-  fmt::print("\n");
 }
 
 }  // namespace
@@ -111,12 +72,14 @@ int main(int argc, char** argv) {
   replay->add_option("file", replay_path, "the .vmt workload")->required();
   engine_options(replay);
 
-  std::string run_path;
-  bool run_json = false;
-  CLI::App* run = app.add_subcommand("run", "Replay the built-in workload (or --workload) and summarize");
-  run->add_option("--workload", run_path, "a .vmt workload instead of the built-in one");
+  vmmu::tools::RunOptions run_options;
+  std::string run_modes = "none,tdp,shadow";
+  CLI::App* run = app.add_subcommand("run", "Replay the built-in scenario (or --workload) under each MMU and compare them side by side");
+  run->add_option("--workload", run_options.workload, "a .vmt workload instead of the built-in guest OS scenario");
+  run->add_option("--seed", run_options.seed, "the built-in scenario's seed");
+  run->add_option("--modes", run_modes, "the MMUs to compare, in order (none,tdp,shadow)");
   engine_options(run);
-  run->add_flag("--json", run_json, "print the raw JSON Lines instead of the summary");
+  run->add_flag("--json", run_options.json, "print one JSON object (stats and memory per mode) instead of the table");
 
   CLI11_PARSE(app, argc, argv);
   const vmmu::MmuKind mmu = *vmmu::parse_mmu_kind(mmu_name);
@@ -129,11 +92,21 @@ int main(int argc, char** argv) {
 
   if (replay->parsed()) return replay_file(replay_path, config, stdout, nullptr);
   if (run->parsed()) {
-    const std::string path = run_path.empty() ? default_workload() : run_path;
-    ReplaySummary summary;
-    const int status = replay_file(path, config, run_json ? stdout : nullptr, &summary);
-    if (!run_json && status != 2) print_summary(path, mmu, summary);
-    return status;
+    // Each mode with the engine options given (--dirty-log, --max-mmu-pages, ...).
+    std::vector<std::pair<std::string, vmmu::VmConfig>> modes;
+    std::stringstream list(run_modes);
+    for (std::string m; std::getline(list, m, ',');) {
+      const auto kind = vmmu::parse_mmu_kind(m);
+      if (!kind) {
+        std::fprintf(stderr, "vmmu run: --modes: '%s' is not none, tdp or shadow\n", m.c_str());
+        return 2;
+      }
+      vmmu::VmConfig c = config;
+      c.mmu = *kind;
+      modes.emplace_back(m, c);
+    }
+    run_options.progress = isatty(STDERR_FILENO);
+    return vmmu::tools::run_main(run_options, modes);
   }
   return 0;
 }
