@@ -1,4 +1,5 @@
-// Several vCPU threads write guest memory through the TDP engine while one thread harvests the
+// Several vCPU threads write guest memory through an engine (TDP in both dirty-logging modes,
+// shadow with and without unsync) while one thread harvests the
 // dirty log (get, clear, then reads every page) and another moves pages (`unmap`) and ages them.
 // Bounded by a count of writes, so it ends by itself. Checked: no write is ever missing from the
 // log (a page whose contents changed between two harvests was in one of the two gets around the
@@ -21,26 +22,36 @@ namespace {
 
 using x86::AccessKind;
 
-struct StressParams {
-  mmu::DirtyLogMode mode;
-  uint64_t writes_per_vcpu;
+struct Engine {
+  const char* name;
+  VmConfig config;
 };
+
+Engine tdp(mmu::DirtyLogMode mode, const char* name) {
+  Engine e{name, {}};
+  e.config.mmu = MmuKind::Tdp;
+  e.config.tdp.dirty_log = mode;
+  return e;
+}
+Engine shadow(bool unsync, const char* name) {
+  Engine e{name, {}};
+  e.config.mmu = MmuKind::Shadow;
+  e.config.shadow.unsync = unsync;
+  return e;
+}
 
 uint64_t scale() {
   const char* s = std::getenv("VMMU_STRESS_SCALE");
   return s ? std::max(1L, std::atol(s)) : 1;
 }
 
-class TdpStress : public ::testing::TestWithParam<mmu::DirtyLogMode> {};
+class EngineStress : public ::testing::TestWithParam<Engine> {};
 
-TEST_P(TdpStress, NoDirtyWriteIsLostAndNothingIsLeftStale) {
+TEST_P(EngineStress, NoDirtyWriteIsLostAndNothingIsLeftStale) {
   constexpr unsigned VCPUS = 2;
   constexpr uint64_t PAGES = 2048;  // 8 MiB, logged
   const uint64_t writes_per_vcpu = 60000 * scale();
-  VmConfig c;
-  c.mmu = MmuKind::Tdp;
-  c.tdp.dirty_log = GetParam();
-  Vm vm(c);
+  Vm vm(GetParam().config);
   vm.add_memslot({.id = 0, .gpa = 0, .size = PAGES * 4096, .log_dirty = true});
   std::vector<Vcpu*> vcpus;
   for (unsigned i = 0; i < VCPUS; ++i) vcpus.push_back(&vm.create_vcpu(i));
@@ -120,15 +131,12 @@ TEST_P(TdpStress, NoDirtyWriteIsLostAndNothingIsLeftStale) {
   RecordProperty("harvests", std::to_string(gets.size()));
 }
 
-// A vCPU keeps writing while logging starts on its 2 MiB-mapped slot: the eager split yields
+// A vCPU keeps writing while logging starts on its 2 MiB-mapped slot: TDP's eager split yields
 // the lock between batches, so some writes hit huge leaves not yet split and split them on the
-// fault path. Every write that began after logging was on must be in the log.
-TEST_P(TdpStress, WritesDuringAnEagerSplitAreLogged) {
+// fault path (shadow drops its huge leaves at once). Every write that began after logging was on must be in the log.
+TEST_P(EngineStress, WritesDuringAnEagerSplitAreLogged) {
   constexpr uint64_t PAGES = 64 * 512;  // 128 MiB in 2 MiB pages
-  VmConfig c;
-  c.mmu = MmuKind::Tdp;
-  c.tdp.dirty_log = GetParam();
-  Vm vm(c);
+  Vm vm(GetParam().config);
   vm.add_memslot({.id = 0, .gpa = 0, .size = PAGES * 4096, .host_page = guest::HostPageSize::Size2M});
   Vcpu& v = vm.create_vcpu(0);
   for (uint64_t p = 0; p < PAGES; p += 512) ASSERT_TRUE(v.access(p * 4096, AccessKind::Write, 8, 1).ok());
@@ -156,7 +164,10 @@ TEST_P(TdpStress, WritesDuringAnEagerSplitAreLogged) {
   EXPECT_TRUE(audit.empty()) << (audit.empty() ? "" : audit.front());
 }
 
-INSTANTIATE_TEST_SUITE_P(Modes, TdpStress, ::testing::Values(mmu::DirtyLogMode::WriteProtect, mmu::DirtyLogMode::DirtyBit));
+INSTANTIATE_TEST_SUITE_P(Engines, EngineStress,
+                         ::testing::Values(tdp(mmu::DirtyLogMode::WriteProtect, "tdp"), tdp(mmu::DirtyLogMode::DirtyBit, "tdp_dbit"),
+                                           shadow(true, "shadow"), shadow(false, "shadow_unsync_off")),
+                         [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace
 }  // namespace vmmu
