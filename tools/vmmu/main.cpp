@@ -4,7 +4,6 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -21,9 +20,7 @@
 
 namespace {
 
-using vmmu::sim::ReplaySummary;
-
-int replay_file(const std::string& path, const vmmu::VmConfig& config, std::FILE* out, ReplaySummary* summary) {
+int replay_file(const std::string& path, const vmmu::VmConfig& config, std::FILE* out) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     std::fprintf(stderr, "%s: cannot open: %s\n", path.c_str(), std::strerror(errno));
@@ -31,7 +28,7 @@ int replay_file(const std::string& path, const vmmu::VmConfig& config, std::FILE
   }
   try {
     vmmu::Vm vm(config);
-    return vmmu::sim::replay_stream(in, path, vm, out, stderr, summary);
+    return vmmu::sim::replay_stream(in, path, vm, out, stderr);
   } catch (const vmmu::UsageError& e) {
     std::fprintf(stderr, "%s: %s\n", path.c_str(), e.what());
     return 2;
@@ -90,7 +87,7 @@ int main(int argc, char** argv) {
   config.shadow.max_mmu_pages = max_mmu_pages;
   config.shadow.unsync = unsync == "on";
 
-  if (replay->parsed()) return replay_file(replay_path, config, stdout, nullptr);
+  if (replay->parsed()) return replay_file(replay_path, config, stdout);
   if (run->parsed()) {
     // Each mode with the engine options given (--dirty-log, --max-mmu-pages, ...).
     std::vector<std::pair<std::string, vmmu::VmConfig>> modes;
