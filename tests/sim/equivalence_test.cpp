@@ -662,10 +662,11 @@ std::string check_workload(const RandomWorkload& w, uint64_t* model_hits = nullp
   return "";
 }
 
-std::string check_seed(uint64_t seed, uint64_t* model_hits = nullptr) {
+std::string check_seed(uint64_t seed, uint64_t* model_hits = nullptr, uint64_t* ops = nullptr) {
   const RandomWorkloadParams p = params_for_seed(seed);
   try {
     const RandomWorkload w(p);
+    if (ops) *ops += w.ops().size();
     if (std::getenv("VMMU_EQUIV_WRITE")) write_reproducer(w, "any", 0);  // to look at one by hand
     return check_workload(w, model_hits);
   } catch (const std::exception& e) {
@@ -684,14 +685,19 @@ TEST_P(Equivalence, EveryModePrintsWhatTheReferencePrints) {
     return;
   }
   const auto n = static_cast<uint64_t>(std::ceil(WORKLOADS_PER_SHARD * scale()));
-  uint64_t hits = 0;
+  uint64_t hits = 0, ops = 0;
   for (uint64_t k = 0; k < n; ++k) {
     const uint64_t seed = 1 + static_cast<uint64_t>(GetParam()) + SHARDS * k;
     uint64_t h = 0;
-    const std::string failure = check_seed(seed, &h);
+    const std::string failure = check_seed(seed, &h, &ops);
     hits += h;
     ASSERT_TRUE(failure.empty()) << failure;
   }
+  // Each op ran under the reference and under every engine configuration (engines()).
+  RecordProperty("workloads", std::to_string(n));
+  RecordProperty("ops", std::to_string(ops));
+  std::printf("equivalence shard %d: %llu workloads, %llu ops, each under none and %zu engine configurations\n", GetParam(),
+              static_cast<unsigned long long>(n), static_cast<unsigned long long>(ops), engines().size());
   // The model must have cached something, or it proves nothing about the generator.
   RecordProperty("model_hits", std::to_string(hits));
   EXPECT_GT(hits, n * 10);
