@@ -11,6 +11,8 @@ packages=(
   llvm
   # libraries
   libfmt-dev nlohmann-json3-dev libcli11-dev libzstd-dev
+  # trace files: .xz and .gz traces (the shipped one included) are read through xz and gzip
+  xz-utils gzip
   # tests and benchmarks
   libgtest-dev libgmock-dev librapidcheck-dev libbenchmark-dev
   # the QEMU oracle of `vmmu kvm-check` and tests/oracle (docs/ORACLES.md)

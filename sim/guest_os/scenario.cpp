@@ -1,5 +1,6 @@
 #include "sim/guest_os/scenario.hpp"
 
+#include <cstdint>
 #include <map>
 #include <vector>
 
@@ -46,13 +47,21 @@ class Scenario {
     slice(init, p_.slice / 2);
     std::vector<uint32_t> workers;
     for (uint32_t i = 0; i < p_.processes; ++i) workers.push_back(start_worker(init, i));
+    for (GuestProgram* program : p_.programs) program->start(os_, init);
+    std::vector<GuestProgram*> running = p_.programs;
+    auto run_programs = [&](uint64_t share) {
+      std::erase_if(running, [&](GuestProgram* program) { return !program->run(os_, share); });
+    };
     for (uint32_t round = 0; round < p_.rounds; ++round) {
       for (size_t w = 0; w < workers.size(); ++w) {
         slice(workers[w], p_.slice);
         event(workers[w], (round + w) % 4, init, workers, w);
       }
+      run_programs(p_.program_share);
       if (p_.os.audits) os_.audit();
     }
+    while (!running.empty()) run_programs(UINT64_MAX);
+    for (GuestProgram* program : p_.programs) program->exit(os_);
     for (uint32_t w : workers) os_.exit(w);
     slice(init, p_.slice / 4);
     if (p_.stats) os_.stats();
