@@ -16,9 +16,6 @@ uint64_t le64(const unsigned char* p) {
 
 }  // namespace
 
-ChampSimReader::ChampSimReader(const std::string& path, uint64_t user_top, std::string guest)
-    : in_(path), user_top_(user_top), guest_(std::move(guest)) {}
-
 bool ChampSimReader::refill(std::vector<TraceAccess>& queue) {
   using Unit = TraceError::Unit;
   unsigned char rec[CHAMPSIM_RECORD_BYTES];

@@ -11,7 +11,6 @@
 #include <string>
 #include <vector>
 
-#include "sim/trace_import/trace_input.hpp"
 #include "sim/trace_import/trace_reader.hpp"
 
 namespace vmmu::sim::trace_import {
@@ -20,15 +19,12 @@ inline constexpr size_t CHAMPSIM_RECORD_BYTES = 64;
 
 class ChampSimReader : public QueuedTraceReader {
  public:
-  ChampSimReader(const std::string& path, uint64_t user_top, std::string guest);
+  using QueuedTraceReader::QueuedTraceReader;
 
  protected:
   bool refill(std::vector<TraceAccess>& queue) override;
 
  private:
-  TraceInput in_;
-  uint64_t user_top_;
-  std::string guest_;
   uint64_t record_ = 0;
 };
 

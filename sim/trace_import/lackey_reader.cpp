@@ -6,9 +6,6 @@
 
 namespace vmmu::sim::trace_import {
 
-LackeyReader::LackeyReader(const std::string& path, uint64_t user_top, std::string guest)
-    : in_(path), user_top_(user_top), guest_(std::move(guest)) {}
-
 bool LackeyReader::refill(std::vector<TraceAccess>& queue) {
   using Unit = TraceError::Unit;
   while (in_.read_line(text_)) {

@@ -5,22 +5,18 @@
 #include <string>
 #include <vector>
 
-#include "sim/trace_import/trace_input.hpp"
 #include "sim/trace_import/trace_reader.hpp"
 
 namespace vmmu::sim::trace_import {
 
 class LackeyReader : public QueuedTraceReader {
  public:
-  LackeyReader(const std::string& path, uint64_t user_top, std::string guest);
+  using QueuedTraceReader::QueuedTraceReader;
 
  protected:
   bool refill(std::vector<TraceAccess>& queue) override;
 
  private:
-  TraceInput in_;
-  uint64_t user_top_;
-  std::string guest_;
   std::string text_;
   uint64_t line_ = 0;
 };

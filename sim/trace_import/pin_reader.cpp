@@ -29,9 +29,6 @@ bool parse_pointer(std::string_view s, uint64_t& out) {
 
 }  // namespace
 
-PinReader::PinReader(const std::string& path, uint64_t user_top, std::string guest)
-    : in_(path), user_top_(user_top), guest_(std::move(guest)) {}
-
 bool PinReader::refill(std::vector<TraceAccess>& queue) {
   using Unit = TraceError::Unit;
   while (!done_ && in_.read_line(text_)) {

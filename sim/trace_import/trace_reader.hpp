@@ -6,8 +6,10 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
+#include "sim/trace_import/trace_input.hpp"
 #include "x86/access.hpp"
 
 namespace vmmu::sim::trace_import {
@@ -26,9 +28,13 @@ class TraceReader {
   virtual bool next(TraceAccess& out) = 0;
 };
 
-// A reader of lines or records that each hold one or more accesses: it hands them out one by one.
+// A reader of a trace file whose lines or records each hold one or more accesses: it hands them
+// out one by one. Accesses must lie below `user_top`; `guest` names the guest in messages.
 class QueuedTraceReader : public TraceReader {
  public:
+  QueuedTraceReader(const std::string& path, uint64_t user_top, std::string guest)
+      : in_(path), user_top_(user_top), guest_(std::move(guest)) {}
+
   bool next(TraceAccess& out) final {
     if (taken_ == queue_.size()) {
       queue_.clear();
@@ -42,6 +48,10 @@ class QueuedTraceReader : public TraceReader {
  protected:
   // Appends the accesses of the next line or record that has any; false at the end.
   virtual bool refill(std::vector<TraceAccess>& queue) = 0;
+
+  TraceInput in_;
+  const uint64_t user_top_;
+  const std::string guest_;
 
  private:
   std::vector<TraceAccess> queue_;
