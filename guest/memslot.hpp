@@ -1,5 +1,6 @@
 #pragma once
 // One memslot: a range of guest-physical frames backed by host memory (KVM's kvm_memory_slot).
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <map>
@@ -32,7 +33,7 @@ struct MemslotSpec {
 
 class Memslot {
  public:
-  explicit Memslot(const MemslotSpec& spec);
+  explicit Memslot(const MemslotSpec& spec, HostAllocator& host = default_host_allocator());
 
   uint32_t id() const { return id_; }
   uint64_t base_gfn() const { return base_gfn_; }
@@ -75,6 +76,24 @@ class Memslot {
   void mark_accessed(uint64_t gfn) { accessed_.set(gfn - base_gfn_); }
   SparseBitmap& accessed_bitmap() { return accessed_; }
   const SparseBitmap& accessed_bitmap() const { return accessed_; }
+
+  // Has the bitmaps' storage for `gfn` made now (may throw HostMemoryError): engines call it
+  // before a change that maps the page, so that folding its accessed and dirty bits in later
+  // (on a zap, an `age`, a harvest) allocates nothing. Logging starts with the dirty bitmap's
+  // storage made wherever the accessed bitmap has some (Memslots::set_dirty_logging).
+  // Made for the whole 1 GiB-aligned range around `gfn` (one or two chunks), where every
+  // mapping of the gfn lies, so that hits through a huge mapping allocate nothing either.
+  void prepare_bitmaps(uint64_t gfn) {
+    constexpr uint64_t GIB_FRAMES = x86::SIZE_1G >> x86::PAGE_SHIFT;
+    const uint64_t lo = std::max(gfn & ~(GIB_FRAMES - 1), base_gfn_) - base_gfn_;
+    const uint64_t hi = std::min((gfn | (GIB_FRAMES - 1)) + 1, end_gfn()) - 1 - base_gfn_;
+    accessed_.prepare(lo);
+    accessed_.prepare(hi);
+    if (dirty_logging_) {
+      dirty_.prepare(lo);
+      dirty_.prepare(hi);
+    }
+  }
 
   // Bytes of metadata held, bitmaps apart (not the guest memory itself).
   uint64_t metadata_bytes() const;

@@ -6,7 +6,7 @@
 
 namespace vmmu::guest {
 
-Memslot::Memslot(const MemslotSpec& spec)
+Memslot::Memslot(const MemslotSpec& spec, HostAllocator& host)
     : id_(spec.id),
       base_gfn_(spec.gpa >> x86::PAGE_SHIFT),
       npages_(spec.size >> x86::PAGE_SHIFT),
@@ -14,8 +14,8 @@ Memslot::Memslot(const MemslotSpec& spec)
       host_page_(spec.host_page),
       // Congruent to the gpa modulo 1 GiB, so every guest huge page can sit on a host one.
       host_(std::make_unique<HostRegion>(spec.size, x86::SIZE_1G, spec.gpa)),
-      dirty_(npages_),
-      accessed_(npages_) {}
+      dirty_(npages_, host),
+      accessed_(npages_, host) {}
 
 uint64_t Memslot::metadata_bytes() const {
   return sizeof(*this) + sizeof(HostRegion) +
@@ -47,7 +47,7 @@ Memslot& Memslots::add(const MemslotSpec& spec) {
     throw UsageError(fmt::format("gpa 0x{:x} + size 0x{:x} ends above the 52-bit physical address space", spec.gpa, spec.size));
   if (spec.readonly && spec.log_dirty) throw UsageError("a read-only memslot has no dirty log: ro and log together");
   check_free(spec.gpa >> x86::PAGE_SHIFT, spec.size >> x86::PAGE_SHIFT, nullptr);
-  auto slot = std::make_unique<Memslot>(spec);  // may throw HostMemoryError: nothing changed yet
+  auto slot = std::make_unique<Memslot>(spec, *host_);  // may throw HostMemoryError: nothing changed yet
   slot->dirty_logging_ = spec.log_dirty;
   Memslot& s = *slot;
   owned_.push_back(std::move(slot));
@@ -101,7 +101,9 @@ bool Memslots::set_dirty_logging(uint32_t id, bool on) {
   Memslot& s = get(id);
   if (on && s.readonly()) throw UsageError(fmt::format("memslot {} is read-only: it has no dirty log", id));
   if (on == s.dirty_logging_) return false;  // the same flags again: nothing changes (as in KVM)
-  s.dirty_ = SparseBitmap(s.npages());       // logging starts afresh; stopping drops the log
+  SparseBitmap fresh(s.npages(), *host_);     // logging starts afresh; stopping drops the log
+  if (on) fresh.prepare_like(s.accessed_);     // wherever pages may be mapped (may throw: nothing changed yet)
+  s.dirty_ = std::move(fresh);
   s.dirty_logging_ = on;
   ++generation_;
   return true;

@@ -20,7 +20,7 @@ class UsageError : public std::invalid_argument {
 
 class Memslots {
  public:
-  Memslots() = default;
+  explicit Memslots(HostAllocator& host = default_host_allocator()) : host_(&host) {}
   Memslots(const Memslots&) = delete;
   Memslots& operator=(const Memslots&) = delete;
 
@@ -45,6 +45,8 @@ class Memslots {
   uint64_t generation() const { return generation_; }
   uint64_t metadata_bytes() const;
   FrameArena& frames() { return frames_; }
+  // Where the VM's metadata gets host memory (the engines use it too).
+  HostAllocator& allocator() const { return *host_; }
 
   // The host moves the pages of [gfn, gfn + npages) (which lie in one slot) to new frames and
   // poisons the old ones; the guest sees the same data. Returns how many pages moved.
@@ -69,6 +71,7 @@ class Memslots {
   std::map<const uint8_t*, std::pair<uint32_t, uint64_t>> moved_frames_;  // frame -> (slot id, page)
   std::vector<Memslot*> by_gfn_;
   uint64_t generation_ = 0;
+  HostAllocator* host_;
   FrameArena frames_;
 };
 

@@ -2,11 +2,15 @@
 // A bitmap over a guest range of up to 64 TiB whose storage is allocated lazily, one GiB of
 // guest frames (32 KiB of bits) at a time, so a huge memslot costs only what it uses.
 // vCPU threads set bits concurrently (a chunk is published by compare-and-swap), while another
-// thread reads or clears them.
+// thread reads or clears them. Storage comes from the VM's HostAllocator; callers `prepare` the
+// chunk of a bit before a change that will set it, so that setting it later cannot fail.
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <vector>
+
+#include "guest/host_allocator.hpp"
 
 namespace vmmu::guest {
 
@@ -18,9 +22,10 @@ class SparseBitmap {
   using Word = std::atomic<uint64_t>;
 
   SparseBitmap() = default;
-  explicit SparseBitmap(uint64_t nbits)
-      : nbits_(nbits), nchunks_((nbits + CHUNK_BITS - 1) >> CHUNK_SHIFT), chunks_(new std::atomic<Word*>[nchunks_]) {
-    for (uint64_t i = 0; i < nchunks_; ++i) chunks_[i].store(nullptr, std::memory_order_relaxed);
+  explicit SparseBitmap(uint64_t nbits, HostAllocator& host = default_host_allocator())
+      : host_(&host), nbits_(nbits), nchunks_((nbits + CHUNK_BITS - 1) >> CHUNK_SHIFT) {
+    chunks_ = static_cast<std::atomic<Word*>*>(host.allocate(nchunks_ * sizeof(std::atomic<Word*>), alignof(std::atomic<Word*>)));
+    for (uint64_t i = 0; i < nchunks_; ++i) new (&chunks_[i]) std::atomic<Word*>(nullptr);
   }
   ~SparseBitmap() { release(); }
   SparseBitmap(const SparseBitmap&) = delete;
@@ -29,15 +34,27 @@ class SparseBitmap {
   SparseBitmap& operator=(SparseBitmap&& o) noexcept {
     if (this != &o) {
       release();
+      host_ = o.host_;
       nbits_ = o.nbits_;
       nchunks_ = o.nchunks_;
-      chunks_ = std::move(o.chunks_);
+      chunks_ = o.chunks_;
       o.nbits_ = o.nchunks_ = 0;
+      o.chunks_ = nullptr;
     }
     return *this;
   }
 
   uint64_t size() const { return nbits_; }
+
+  // Has the storage of bit i made now (it may throw HostMemoryError), so that a later `set`
+  // of it allocates nothing.
+  void prepare(uint64_t i) { chunk(i >> CHUNK_SHIFT); }
+  bool prepared(uint64_t i) const { return chunk_if_any(i >> CHUNK_SHIFT) != nullptr; }
+  // The same storage as `other` has (another bitmap of the same size).
+  void prepare_like(const SparseBitmap& other) {
+    for (uint64_t c = 0; c < nchunks_ && c < other.nchunks_; ++c)
+      if (other.chunk_if_any(c)) chunk(c);
+  }
 
   bool test(uint64_t i) const {
     const Word* c = chunk_if_any(i >> CHUNK_SHIFT);
@@ -100,18 +117,24 @@ class SparseBitmap {
   Word* chunk(uint64_t index) {
     Word* c = chunk_if_any(index);
     if (c) return c;
-    Word* fresh = new Word[CHUNK_WORDS]();  // value-initialized: zero
+    Word* fresh = static_cast<Word*>(host_->allocate(CHUNK_WORDS * sizeof(Word), alignof(Word)));
+    for (uint64_t w = 0; w < CHUNK_WORDS; ++w) new (&fresh[w]) Word(0);
     if (chunks_[index].compare_exchange_strong(c, fresh, std::memory_order_acq_rel)) return fresh;
-    delete[] fresh;  // another thread published one first
+    host_->deallocate(fresh, CHUNK_WORDS * sizeof(Word), alignof(Word));  // another thread published one first
     return c;
   }
   void release() {
-    for (uint64_t i = 0; i < nchunks_; ++i) delete[] chunks_[i].load(std::memory_order_relaxed);
+    if (!chunks_) return;
+    for (uint64_t i = 0; i < nchunks_; ++i)
+      if (Word* c = chunks_[i].load(std::memory_order_relaxed)) host_->deallocate(c, CHUNK_WORDS * sizeof(Word), alignof(Word));
+    host_->deallocate(chunks_, nchunks_ * sizeof(std::atomic<Word*>), alignof(std::atomic<Word*>));
+    chunks_ = nullptr;
   }
 
+  HostAllocator* host_ = &default_host_allocator();
   uint64_t nbits_ = 0;
   uint64_t nchunks_ = 0;
-  std::unique_ptr<std::atomic<Word*>[]> chunks_;
+  std::atomic<Word*>* chunks_ = nullptr;
 };
 
 }  // namespace vmmu::guest

@@ -18,8 +18,11 @@ class GuestTablePort {
 
   template <class Entry>
   bool read_entry(uint64_t gpa, Entry& out) {
-    const guest::Memslot* s = slots_.find(gpa >> x86::PAGE_SHIFT);
+    guest::Memslot* s = slots_.find(gpa >> x86::PAGE_SHIFT);
     if (!s) return false;
+    // Reads come before any A/D update: the update's bitmap storage is made here, so the host
+    // refuses (if it does) before the walk changed anything.
+    if (!s->readonly()) s->prepare_bitmaps(gpa >> x86::PAGE_SHIFT);
     out = guest::GuestMemory::atomic_load<Entry>(s->host_page(gpa >> x86::PAGE_SHIFT) + (gpa & x86::PAGE_OFFSET_MASK));
     return true;
   }

@@ -3,6 +3,7 @@
 // (a guest walk every time) and by the engines (TDP, shadow). The Vm calls the hooks as KVM's
 // common code calls into its MMU: after paging-register changes, on memslot changes, around host
 // invalidations, and for the VMM's own writes to guest memory.
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -81,6 +82,21 @@ class Mmu {
   virtual void set_write_notifier(WriteTrackNotifier*) { no_write_tracking(); }
   virtual void track_writes(uint64_t /*gfn*/, bool /*on*/) { no_write_tracking(); }
 
+  // For cost models (sim/tlb_model): where the simulated hardware's own tables map `address`
+  // now, read without side effects. TDP: a gpa, in the TDP tables; shadow: a gva, in the vCPU's
+  // shadow tables (root level 3 is the PAE-style root, four PDPTE registers). `none` has none.
+  struct HardwareMapping {
+    uint8_t root_level = 0;  // 0: no tables
+    uint8_t level = 0;       // level of the leaf, or of the entry where the walk stopped
+    bool present = false;    // a leaf maps the address
+  };
+  virtual HardwareMapping hardware_mapping(const VcpuContext& /*vcpu*/, uint64_t /*address*/) const { return {}; }
+
+  // Moves whenever the engine owes every vCPU a flush of its hardware TLB (KVM's
+  // kvm_flush_remote_tlbs: after zapping or write-protecting SPTEs; INVEPT under TDP). Cost
+  // models drop their cached translations when it moves; it is not a stat.
+  uint64_t tlb_flush_count() const { return tlb_flushes_.load(std::memory_order_relaxed); }
+
   // Invariant violations, each a line of text; empty when everything holds.
   virtual void audit(std::vector<std::string>& /*violations*/) const {}
   // Counters into `stats`, bytes by category into `memory` (with "mapping_total").
@@ -91,9 +107,12 @@ class Mmu {
     throw guest::UsageError(std::string("write tracking is not available with --mmu=") + name() + " (use --mmu=shadow)");
   }
 
+  void note_tlb_flush() { tlb_flushes_.fetch_add(1, std::memory_order_relaxed); }
+
   guest::Memslots& slots_;
   std::vector<VcpuContext*> vcpus_;
   MmuLock lock_;
+  std::atomic<uint64_t> tlb_flushes_{0};
 };
 
 }  // namespace vmmu::mmu

@@ -17,7 +17,7 @@ void* reserve(uint64_t bytes) {
 }
 }  // namespace
 
-PagePool::PagePool(uint64_t max_pages) : max_pages_(max_pages) {
+PagePool::PagePool(guest::HostAllocator& host, uint64_t max_pages) : host_(host), max_pages_(max_pages) {
   tables_ = static_cast<uint64_t*>(reserve(max_pages * 4096));
   headers_ = static_cast<ShadowPage*>(reserve(max_pages * sizeof(ShadowPage)));
 }
@@ -35,6 +35,7 @@ ShadowPage* PagePool::allocate() {
     free_.pop_back();
   } else {
     if (next_ >= max_pages_) throw guest::HostMemoryError("the shadow page arena is exhausted");
+    host_.commit(PAGE_BYTES);  // may refuse: nothing taken yet
     i = next_++;
   }
   ++in_use_;
@@ -43,10 +44,16 @@ ShadowPage* PagePool::allocate() {
 
 void PagePool::prefault(uint64_t n) {
   std::vector<ShadowPage*> pages;
-  for (uint64_t i = 0; i < n; ++i) {
-    ShadowPage* sp = allocate();
-    static_cast<volatile uint64_t*>(table(sp))[0] = 0;  // the host's fault happens here
-    pages.push_back(sp);
+  pages.reserve(n);
+  try {
+    for (uint64_t i = 0; i < n; ++i) {
+      ShadowPage* sp = allocate();
+      static_cast<volatile uint64_t*>(table(sp))[0] = 0;  // the host's fault happens here
+      pages.push_back(sp);
+    }
+  } catch (const guest::HostMemoryError&) {
+    for (ShadowPage* sp : pages) release(sp);
+    throw;
   }
   for (ShadowPage* sp : pages) release(sp);
 }

@@ -3,17 +3,21 @@
 // in a parallel array at the same index, so the header of a table is found from the table's
 // address alone (KVM keeps it in struct page). Faults take pages only from a per-vCPU
 // PageCache topped up beforehand (KVM's kvm_mmu_memory_cache): the fault path allocates nothing.
+// A page never used before is committed through the VM's HostAllocator (which may refuse, at
+// top-up time); freed pages wait in the free list and are reused without asking again.
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <vector>
 
+#include "guest/host_allocator.hpp"
 #include "mmu/shadow_page.hpp"
 
 namespace vmmu::mmu {
 
 class PagePool {
  public:
-  explicit PagePool(uint64_t max_pages = 1ull << 22);  // 16 GiB of tables at most
+  explicit PagePool(guest::HostAllocator& host = guest::default_host_allocator(), uint64_t max_pages = 1ull << 22);  // 16 GiB of tables at most
   ~PagePool();
   PagePool(const PagePool&) = delete;
   PagePool& operator=(const PagePool&) = delete;
@@ -38,19 +42,25 @@ class PagePool {
   // (KVM's caches hold pages the kernel already gave it). They wait in the free list.
   void prefault(uint64_t n);
 
-  uint64_t pages_in_use() const { return in_use_; }
+  uint64_t pages_in_use() const { return in_use_.load(std::memory_order_relaxed); }
   uint64_t high_water() const { return next_; }  // every index ever handed out is below it
   uint64_t pages_free() const { return free_.size(); }
+  static constexpr uint64_t PAGE_BYTES = 4096 + sizeof(ShadowPage);  // a table and its header
 
  private:
+  guest::HostAllocator& host_;
   uint64_t max_pages_;
   uint64_t* tables_ = nullptr;
   ShadowPage* headers_ = nullptr;
   uint64_t next_ = 1;  // index 0 is never used, so 0 can mean "no page" in links
-  uint64_t in_use_ = 0;
+  std::atomic<uint64_t> in_use_{0};  // read without the lock (budget checks)
   std::vector<uint32_t> free_;
   std::mutex lock_;
 };
+
+// The smallest byte budget for an engine's metadata (--max-mmu-memory): room for the tables one
+// access may need at worst, so that recycling can always make room.
+inline constexpr uint64_t MIN_MAX_MMU_MEMORY = 128 * 1024;
 
 // A vCPU's private stock of pages for one fault (a walk needs at most one page per level).
 class PageCache {

@@ -31,6 +31,7 @@ AccessResult ReferenceMmu::access(VcpuContext& vcpu, uint64_t gva, x86::AccessKi
     r.status = AccessResult::Status::ReadOnly;
     return r;
   }
+  slot->prepare_bitmaps(gfn);  // the host may refuse here, before the access changes anything
   uint8_t* host = slot->host_page(gfn) + (r.gpa & x86::PAGE_OFFSET_MASK);
   switch (kind) {
     case x86::AccessKind::Read: r.value = guest::GuestMemory::load(host, width); break;

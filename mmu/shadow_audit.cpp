@@ -178,6 +178,12 @@ void ShadowMmu::audit(std::vector<std::string>& v) const {
   }
 }
 
+// Exact, and cheap enough for every fault: the pages with their headers, every block the hash
+// tables, lists and reverse-map hints hold from the metadata memory, and the filter.
+uint64_t ShadowMmu::metadata_bytes() const {
+  return active_pages_ * PagePool::PAGE_BYTES + memory_.bytes_in_use() + shadowed_filter_.size() * sizeof(uint32_t);
+}
+
 void ShadowMmu::report(nlohmann::ordered_json& stats, nlohmann::ordered_json& memory) const {
   std::lock_guard g(mutex_);
   stats["walks"] = n_.walks;
@@ -241,12 +247,16 @@ void ShadowMmu::report(nlohmann::ordered_json& stats, nlohmann::ordered_json& me
   memory["shadow_headers"] = headers;
   memory["translations"] = 0;  // no page keeps a gfn array
   memory["rmap"] = rmap;
+  uint64_t regions = 0;
+  for (const auto& [slot, h] : hints_) regions += h->regions();
+  memory["rmap_regions"] = regions;  // 2 MiB regions of guest memory with a hint array (made on first mapping)
   memory["rmap_aliases"] = 0;  // an alias costs no bytes (its hint says "any"), only lookups that scan
   memory["rmap_huge"] = huge_rmap;
   memory["parent_lists"] = parents;
   memory["page_hash"] = hash;
   memory["lpage_info"] = lpage;
   memory["mapping_total"] = tables + headers + rmap + huge_rmap + parents + hash + lpage;
+  memory["mmu_memory"] = metadata_bytes();
   memory["page_pool_free"] = (pool_.pages_free() + cache_.size()) * 4096;
   const KvmLayoutModel kvm = kvm_layouts(slots_, active_pages_, indirect, aliased, /*tdp=*/false);
   memory["kvm_pre2010"] = kvm.pre2010;

@@ -2,6 +2,7 @@
 // What the shadow engine's source files share: the per-vCPU state, small helpers about entries
 // and rights, and the member templates that iterate pages, parents and reverse maps.
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include "mmu/shadow_mmu.hpp"
@@ -15,6 +16,21 @@ namespace shadow {
 inline constexpr uint16_t PAGE_ALIVE = 1;         // in the hash and the active list
 inline constexpr uint16_t PAGE_MORE_PARENTS = 2;  // parents beyond parent_spte in extra_parents_
 inline constexpr unsigned FAULT_PAGES = 6;        // a fault builds at most a root and one page per level
+// What one fault may add to the metadata besides its pages: a reverse-map hint region and
+// group (5 KiB), hash and list nodes, a bucket array growing.
+inline constexpr uint64_t FAULT_BYTES = FAULT_PAGES * PagePool::PAGE_BYTES + 16 * 1024;
+
+// Appends to the list at `key`, leaving no empty list behind if the host refuses.
+template <class Map, class V>
+void push_back_or_erase(Map& m, uint64_t key, V value) {
+  auto& list = m[key];
+  try {
+    list.push_back(value);
+  } catch (...) {
+    if (list.empty()) m.erase(key);
+    throw;
+  }
+}
 
 constexpr unsigned guest_root_level(x86::PagingMode m) {
   switch (m) {
@@ -158,7 +174,7 @@ void ShadowMmu::for_each_spte_of(uint64_t gfn, F&& f) {
   for (unsigned level = 2; level <= 3; ++level) {
     auto it = huge_rmap_.find(huge_key(level, gfn));
     if (it == huge_rmap_.end()) continue;
-    const std::vector<uint64_t*> leaves = it->second;  // f may drop them
+    const std::vector<uint64_t*> leaves(it->second.begin(), it->second.end());  // f may drop them
     for (uint64_t* p : leaves) f(p, level);
   }
 }

@@ -14,9 +14,12 @@ namespace vmmu::mmu {
 
 using namespace shadow;
 
-ShadowMmu::ShadowMmu(guest::Memslots& slots, ShadowOptions options) : Mmu(slots), options_(options) {
+ShadowMmu::ShadowMmu(guest::Memslots& slots, ShadowOptions options)
+    : Mmu(slots), options_(options), memory_(slots.allocator()), pool_(slots.allocator()) {
   if (options_.max_mmu_pages && options_.max_mmu_pages < MIN_MAX_MMU_PAGES)
     throw guest::UsageError("--max-mmu-pages must be at least 64");
+  if (options_.max_mmu_memory && options_.max_mmu_memory < MIN_MAX_MMU_MEMORY)
+    throw guest::UsageError("--max-mmu-memory must be at least 131072 (128K)");
 }
 
 ShadowMmu::~ShadowMmu() = default;  // the pool's arena goes with it
@@ -171,6 +174,19 @@ AccessResult ShadowMmu::access(VcpuContext& vcpu, uint64_t gva, x86::AccessKind 
   return fault(vcpu, vs, gva, kind, width, value);
 }
 
+Mmu::HardwareMapping ShadowMmu::hardware_mapping(const VcpuContext& vcpu, uint64_t gva) const {
+  std::lock_guard g(mutex_);
+  auto& vs = state(const_cast<VcpuContext&>(vcpu));
+  if (!vs.root_level || !gva_walkable(vcpu.paging, gva)) return {};
+  const uint64_t* table = root_table(vs);
+  for (unsigned level = vs.root_level;; --level) {
+    const uint64_t s = table[entry_index(gva, level, vs.root_level)];
+    if (!spte::is_present(s) || spte::is_leaf(s, level))
+      return {static_cast<uint8_t>(vs.root_level), static_cast<uint8_t>(level), spte::is_present(s)};
+    table = spte::table_of(s);
+  }
+}
+
 AccessResult ShadowMmu::perform(VcpuContext&, guest::Memslot& slot, uint64_t* p, uint64_t s, unsigned level, uint64_t first,
                                 uint64_t gva, x86::AccessKind kind, unsigned width, uint64_t value) {
   const uint64_t offset = gva & (level_bytes(level) - 1);
@@ -196,6 +212,7 @@ AccessResult ShadowMmu::fault(VcpuContext& vcpu, VcpuState& vs, uint64_t gva, x8
   ++n_.pf_taken;
   make_pages_available();
   cache_.top_up(pool_, FAULT_PAGES);  // everything the fault may build, before it builds
+  top_up_metadata();
   if (!vs.root_level) load_root(vcpu, vs);
 
   GuestTablePort port(slots_, &vcpu);
@@ -225,6 +242,9 @@ AccessResult ShadowMmu::fault(VcpuContext& vcpu, VcpuState& vs, uint64_t gva, x8
     r.status = AccessResult::Status::ReadOnly;
     return r;
   }
+  // The storage the leaf's reverse-map hint and the page's bitmaps need, before any change.
+  hints(*slot, true)->prepare(gfn - slot->base_gfn());
+  slot->prepare_bitmaps(gfn);
   if (write && write_tracked(gfn) && can_unsync(gfn)) unsync_gfn(gfn);
 
   // The chain down to the leaf. Building it may shadow a table inside the leaf's own region (a
@@ -340,16 +360,14 @@ void ShadowMmu::install_leaf(uint64_t* p, unsigned level, const guest::Memslot& 
     }
     zap_entry(p, level);
   }
-  *p = leaf;
-  ++leaves_[level];
   const uint64_t first = gfn & ~(frames_per_entry(level) - 1);
   const ShadowPage* sp = pool_.header(p);
+  // The reverse map first: a list that must grow may need the host, and then nothing changed.
+  if (level > 1) push_back_or_erase(huge_rmap_, huge_key(level, first), p);
+  *p = leaf;
+  ++leaves_[level];
   if (sp->role.direct()) sp->set_gfn(static_cast<unsigned>(p - pool_.table(sp)), first);  // the seed's formula (debug)
-  if (level == 1) {
-    hints(slot, true)->add(gfn - slot.base_gfn(), RmapHints::tag(pool_.index(sp)));
-  } else {
-    huge_rmap_[huge_key(level, first)].push_back(p);
-  }
+  if (level == 1) hints(slot, true)->add(gfn - slot.base_gfn(), RmapHints::tag(pool_.index(sp)));  // prepared: no allocation
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -402,8 +420,8 @@ ShadowPage* ShadowMmu::get_page(VcpuContext& vcpu, uint64_t gfn, Role role) {
 }
 
 void ShadowMmu::link(uint64_t* p, ShadowPage* child) {
+  add_parent(child, p);  // first: it may need the host, and then nothing changed
   *p = spte::make_table(pool_.table(child));
-  add_parent(child, p);
 }
 
 void ShadowMmu::add_parent(ShadowPage* sp, uint64_t* p) {
@@ -411,7 +429,7 @@ void ShadowMmu::add_parent(ShadowPage* sp, uint64_t* p) {
     sp->parent_spte = p;
     return;
   }
-  extra_parents_[pool_.index(sp)].push_back(p);
+  push_back_or_erase(extra_parents_, pool_.index(sp), p);
   sp->flags |= PAGE_MORE_PARENTS;
 }
 
@@ -422,7 +440,7 @@ void ShadowMmu::remove_parent(ShadowPage* sp, uint64_t* p) {
     return;
   }
   auto it = extra_parents_.find(pool_.index(sp));
-  std::vector<uint64_t*>& more = it->second;
+  auto& more = it->second;
   if (sp->parent_spte == p) {
     sp->parent_spte = more.back();
     more.pop_back();
@@ -444,6 +462,7 @@ void ShadowMmu::zap_entry(uint64_t* p, unsigned level) {
     *p = 0;
     return;
   }
+  note_tlb_flush();  // KVM flushes remote TLBs after zapping a present SPTE
   if (spte::is_leaf(s, level)) {
     drop_leaf(p, level);
     return;
@@ -462,7 +481,7 @@ void ShadowMmu::drop_leaf(uint64_t* p, unsigned level) {
   const bool known = gfn_of_leaf(s, gfn, &slot);
   if (known && level == 1 && (s & spte::A)) slot->mark_accessed(gfn);  // the host's `age` keeps it
   if (level == 1) return;  // its hint stays: a superset, tightened by the next lookup
-  auto remove_from = [&](std::vector<uint64_t*>& v) {
+  auto remove_from = [&](auto& v) {
     auto pos = std::find(v.begin(), v.end(), p);
     if (pos == v.end()) return false;
     *pos = v.back();
@@ -537,15 +556,37 @@ void ShadowMmu::zap_all() {
 }
 
 void ShadowMmu::make_pages_available() {
-  if (!options_.max_mmu_pages) return;
+  const uint64_t budget = options_.max_mmu_memory;
+  if (!options_.max_mmu_pages && !budget) return;
+  // Room for one more fault: FAULT_PAGES pages and the small metadata that comes with them.
+  auto over_budget = [&] { return budget && metadata_bytes() + FAULT_BYTES > budget; };
+  auto over = [&] { return (options_.max_mmu_pages && active_pages_ + FAULT_PAGES > options_.max_mmu_pages) || over_budget(); };
   // KVM's n_max_mmu_pages: the oldest pages go first; roots in use stay.
-  for (uint32_t i = lru_tail_; i && active_pages_ + FAULT_PAGES > options_.max_mmu_pages;) {
+  for (uint32_t i = lru_tail_; i && over();) {
     ShadowPage* sp = pool_.header_at(i);
     i = sp->prev;
     if (sp->root_count) continue;
     zap_page(sp);
     ++n_.mmu_recycled;
   }
+  if (!over_budget()) return;
+  // Still over the byte budget with only roots in use: everything goes, roots and reverse-map
+  // hints included (each vCPU loads its root again at its next access).
+  n_.mmu_recycled += active_pages_;
+  zap_all();
+  if (over_budget())
+    throw guest::HostMemoryError("--max-mmu-memory=" + std::to_string(budget) + " cannot hold one more fault (" +
+                                 std::to_string(metadata_bytes()) + " bytes held with no shadow page left)");
+}
+
+void ShadowMmu::top_up_metadata() {
+  memory_.top_up();
+  // Rehashing allocates a whole bucket array: done here, not in the middle of a change.
+  gfns_.reserve(gfns_.size() + FAULT_PAGES + 1);
+  lpage_disallow_.reserve(lpage_disallow_.size() + 2 * (FAULT_PAGES + 1));
+  extra_parents_.reserve(extra_parents_.size() + FAULT_PAGES);
+  huge_rmap_.reserve(huge_rmap_.size() + 1);
+  unsync_gfns_.reserve(unsync_gfns_.size() + 1);
 }
 
 }  // namespace vmmu::mmu

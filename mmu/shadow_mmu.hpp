@@ -15,11 +15,13 @@
 // One mutex serializes the engine (KVM's shadow MMU takes mmu_lock for write on faults).
 #include <cstdint>
 #include <memory>
+#include <memory_resource>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
 
 #include "guest/walker.hpp"
+#include "mmu/metadata_memory.hpp"
 #include "mmu/mmu.hpp"
 #include "mmu/page_pool.hpp"
 #include "mmu/rmap_hints.hpp"
@@ -30,6 +32,9 @@ namespace vmmu::mmu {
 
 struct ShadowOptions {
   uint64_t max_mmu_pages = 0;  // KVM's n_max_mmu_pages (0: no limit; else at least 64)
+  // Bytes of metadata at most (the "mmu_memory" figure: pages, hash, rmap, parents...), least
+  // recently used pages recycled first (0: no limit; else at least MIN_MAX_MMU_MEMORY).
+  uint64_t max_mmu_memory = 0;
   bool unsync = true;          // written leaf tables go out of sync instead of being emulated
 };
 inline constexpr uint64_t MIN_MAX_MMU_PAGES = 64;
@@ -60,6 +65,7 @@ class ShadowMmu final : public Mmu {
 
   void audit(std::vector<std::string>& violations) const override;
   void report(nlohmann::ordered_json& stats, nlohmann::ordered_json& memory) const override;
+  HardwareMapping hardware_mapping(const VcpuContext& vcpu, uint64_t gva) const override;
 
   uint64_t shadow_pages() const { return active_pages_; }
   // Every shadow page goes (KVM's kvm_mmu_zap_all); the guest sees no difference.
@@ -122,6 +128,10 @@ class ShadowMmu final : public Mmu {
   void zap_page(ShadowPage* sp);
   void zap_all();
   void make_pages_available();
+  // Before an op changes anything: the small-block reserve and the hash tables' buckets for
+  // what the op may add (the host's refusal surfaces here).
+  void top_up_metadata();
+  uint64_t metadata_bytes() const;  // what max_mmu_memory bounds
   bool alive(const ShadowPage* sp) const;
   template <class F>
   void for_each_page_of(uint64_t gfn, F&& f);  // f(ShadowPage*); f may zap the page it is given
@@ -155,20 +165,21 @@ class ShadowMmu final : public Mmu {
   static uint64_t huge_key(unsigned level, uint64_t gfn) { return (uint64_t{level} << 56) | (gfn >> (LEVEL_BITS * (level - 1))); }
 
   ShadowOptions options_;
+  MetadataMemory memory_;  // before every container that allocates from it
   PagePool pool_;
   PageCache cache_;
   mutable std::mutex mutex_;
   WriteTrackNotifier* notifier_ = nullptr;
 
-  std::unordered_map<uint64_t, GfnInfo> gfns_;
-  std::unordered_map<uint64_t, std::vector<uint64_t*>> extra_parents_;  // page index -> parents beyond the first
-  std::unordered_map<uint64_t, std::vector<uint64_t*>> huge_rmap_;      // huge_key -> huge leaf SPTEs
-  std::unordered_map<uint64_t, uint32_t> lpage_disallow_;               // huge_key -> shadowed gfns inside
+  std::pmr::unordered_map<uint64_t, GfnInfo> gfns_{&memory_};
+  std::pmr::unordered_map<uint64_t, std::pmr::vector<uint64_t*>> extra_parents_{&memory_};  // page index -> parents beyond the first
+  std::pmr::unordered_map<uint64_t, std::pmr::vector<uint64_t*>> huge_rmap_{&memory_};      // huge_key -> huge leaf SPTEs
+  std::pmr::unordered_map<uint64_t, uint32_t> lpage_disallow_{&memory_};                    // huge_key -> shadowed gfns inside
   // A counting filter over the gfns that are shadowed or tracked: zero means neither.
   static constexpr unsigned FILTER_BITS = 12;
   std::vector<uint32_t> shadowed_filter_ = std::vector<uint32_t>(1u << FILTER_BITS);
   std::vector<std::pair<const guest::Memslot*, std::unique_ptr<RmapHints>>> hints_;
-  std::vector<uint64_t> unsync_gfns_;
+  std::pmr::vector<uint64_t> unsync_gfns_{&memory_};
   uint32_t lru_head_ = 0, lru_tail_ = 0;  // newest first
   uint64_t active_pages_ = 0;
   int64_t leaves_[4] = {};  // leaf SPTEs by level

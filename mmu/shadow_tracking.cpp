@@ -24,7 +24,7 @@ RmapHints* ShadowMmu::hints(const guest::Memslot& slot, bool make) {
     if (s == &slot) return h.get();
   }
   if (!make) return nullptr;
-  hints_.emplace_back(&slot, std::make_unique<RmapHints>(slot.npages()));
+  hints_.emplace_back(&slot, std::make_unique<RmapHints>(slot.npages(), memory_));
   return hints_.back().second.get();
 }
 
@@ -56,7 +56,10 @@ void ShadowMmu::write_protect(uint64_t gfn) {
       changed = true;
     }
   });
-  if (changed) ++n_.remote_tlb_flush;
+  if (changed) {
+    ++n_.remote_tlb_flush;
+    note_tlb_flush();
+  }
 }
 
 void ShadowMmu::set_write_notifier(WriteTrackNotifier* notifier) {
@@ -67,6 +70,7 @@ void ShadowMmu::set_write_notifier(WriteTrackNotifier* notifier) {
 void ShadowMmu::track_writes(uint64_t gfn, bool on) {
   std::lock_guard g(mutex_);
   if (on) {
+    top_up_metadata();
     const bool was_tracked = write_tracked(gfn_info(gfn));
     // Out-of-sync pages of the frame cannot stay so: they are dropped (refaulted in sync).
     if (GfnInfo* gi = gfn_info(gfn); gi && gi->unsync) {
@@ -163,7 +167,7 @@ void ShadowMmu::unsync_gfn(uint64_t gfn) {
 }
 
 void ShadowMmu::sync_all(VcpuContext& vcpu) {
-  std::vector<uint64_t> gfns;
+  std::pmr::vector<uint64_t> gfns(&memory_);
   gfns.swap(unsync_gfns_);
   for (uint64_t gfn : gfns) resync_gfn(vcpu, gfn);
 }
@@ -236,6 +240,7 @@ void ShadowMmu::dirty_logging_changed(guest::Memslot& slot) {
     }
   });
   ++n_.remote_tlb_flush;
+  note_tlb_flush();
 }
 
 void ShadowMmu::dirty_log_cleared(guest::Memslot& slot, const std::vector<DirtyChunk>& chunks) {
@@ -260,6 +265,7 @@ void ShadowMmu::dirty_log_cleared(guest::Memslot& slot, const std::vector<DirtyC
     });
   }
   ++n_.remote_tlb_flush;
+  note_tlb_flush();
 }
 
 void ShadowMmu::invalidate_start(uint64_t gfn, uint64_t npages) {
@@ -268,6 +274,7 @@ void ShadowMmu::invalidate_start(uint64_t gfn, uint64_t npages) {
   if (!slot) return;
   for_each_spte_in(*slot, gfn, npages, [&](uint64_t* p, unsigned level, uint64_t) { drop_leaf(p, level); });
   ++n_.remote_tlb_flush;
+  note_tlb_flush();
 }
 
 void ShadowMmu::harvest_accessed(guest::Memslot& slot, uint64_t gfn, uint64_t npages) {

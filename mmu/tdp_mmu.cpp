@@ -1,7 +1,9 @@
 #include "mmu/tdp_mmu.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <string>
 #include <mutex>
 #include <thread>
 
@@ -76,7 +78,10 @@ class TdpMmu::Port {
   VcpuContext& vcpu_;
 };
 
-TdpMmu::TdpMmu(guest::Memslots& slots, TdpOptions options) : Mmu(slots), options_(options) {}
+TdpMmu::TdpMmu(guest::Memslots& slots, TdpOptions options) : Mmu(slots), options_(options), pool_(slots.allocator()) {
+  if (options_.max_mmu_memory && options_.max_mmu_memory < MIN_MAX_MMU_MEMORY)
+    throw guest::UsageError("--max-mmu-memory must be at least 131072 (128K)");
+}
 
 TdpMmu::~TdpMmu() = default;  // the pool's arena goes with it, cached pages included
 
@@ -148,6 +153,12 @@ TdpMmu::Target TdpMmu::translate_gfn(VcpuContext& vcpu, uint64_t gfn, x86::Acces
   }
 }
 
+Mmu::HardwareMapping TdpMmu::hardware_mapping(const VcpuContext&, uint64_t gpa) const {
+  const Leaf l = lookup(gpa >> x86::PAGE_SHIFT);
+  if (!l.sptep) return {};
+  return {static_cast<uint8_t>(root_level_), static_cast<uint8_t>(l.level), spte::is_present(l.spte)};
+}
+
 void TdpMmu::note_huge_access(uint64_t gfn) {
   if (guest::Memslot* slot = slots_.find(gfn)) slot->mark_accessed(gfn);
 }
@@ -213,6 +224,7 @@ bool TdpMmu::fault(VcpuContext& vcpu, uint64_t gfn, x86::AccessKind kind, const 
   if (invalidated()) return false;
 
   guest::Memslot* slot = slots_.find(gfn);
+  if (slot) slot->prepare_bitmaps(gfn);  // folding the leaf's A/D bits in later allocates nothing
   const bool write = kind == x86::AccessKind::Write;
   const unsigned target = slot ? max_mapping_level(*slot, gfn) : 0;
   const bool wp_logging = slot && slot->dirty_logging() && options_.dirty_log == DirtyLogMode::WriteProtect;
@@ -276,6 +288,7 @@ bool TdpMmu::fault(VcpuContext& vcpu, uint64_t gfn, x86::AccessKind kind, const 
 }
 
 AccessResult TdpMmu::access(VcpuContext& vcpu, uint64_t gva, x86::AccessKind kind, unsigned width, uint64_t value) {
+  if (!fits(access_pages())) make_room(vcpu);
   auto& vs = static_cast<VcpuState&>(*vcpu.mmu_state);
   Port port(*this, vcpu);
   const guest::AccessMode mode{kind, vcpu.state.cpl == 3, vcpu.state.ac, vcpu.state.pkru};
@@ -433,6 +446,7 @@ void TdpMmu::zap_all_mmio() {
 
 void TdpMmu::remote_tlb_flush() {
   remote_tlb_flush_.fetch_add(1, std::memory_order_relaxed);
+  note_tlb_flush();
   for (VcpuContext* v : vcpus_) {
     const uint64_t e = v->access_epoch.load(std::memory_order_seq_cst);
     if (!(e & 1)) continue;
@@ -481,6 +495,10 @@ uint64_t* TdpMmu::fill_split_table(ShadowPage* sp, uint64_t s, unsigned level, u
 void TdpMmu::split_huge(uint64_t* sptep, unsigned level, uint64_t first_gfn) {
   // Under the exclusive lock (eager split): down to 4 KiB at once.
   exclusive_cache_.top_up(pool_, 1);
+  if (guest::Memslot* slot = slots_.find(first_gfn)) {  // the 4 KiB leaves' bitmaps (two chunks at most)
+    slot->prepare_bitmaps(first_gfn);
+    slot->prepare_bitmaps(std::min(first_gfn + frames_per_entry(level), slot->end_gfn()) - 1);
+  }
   uint64_t* child = fill_split_table(exclusive_cache_.take(), load(sptep), level, first_gfn, sptep);
   store(sptep, spte::make_table(child));
   pages_[level].fetch_sub(1, std::memory_order_relaxed);
@@ -497,6 +515,11 @@ bool TdpMmu::split_on_fault(VcpuContext& vcpu, uint64_t* sptep, uint64_t s, unsi
   // compare-and-swap (KVM's TDP MMU splits huge pages under its read lock the same way).
   auto& vs = static_cast<VcpuState&>(*vcpu.mmu_state);
   vs.cache.top_up(pool_);
+  if (guest::Memslot* slot = slots_.find(gfn)) {  // the smaller leaves' bitmaps (two chunks at most)
+    const uint64_t first = first_gfn_of_entry(gfn, level);
+    slot->prepare_bitmaps(std::max(first, slot->base_gfn()));
+    slot->prepare_bitmaps(std::min(first + frames_per_entry(level), slot->end_gfn()) - 1);
+  }
   ShadowPage* sp = vs.cache.take();
   uint64_t* child = fill_split_table(sp, s, level, first_gfn_of_entry(gfn, level), sptep);
   if (!cas(sptep, s, spte::make_table(child))) {
@@ -508,6 +531,64 @@ bool TdpMmu::split_on_fault(VcpuContext& vcpu, uint64_t* sptep, uint64_t s, unsi
   vs.installed[level - 1] += SPTE_PER_PAGE;
   huge_splits_.fetch_add(1, std::memory_order_relaxed);
   return true;
+}
+
+void TdpMmu::zap_huge_leaves(const guest::Memslot& slot) {
+  for_each_leaf(slot.base_gfn(), slot.npages(), [&](uint64_t* p, uint64_t s, unsigned level, uint64_t) {
+    if (spte::is_present(s) && level > 1) {
+      store(p, s & ~spte::D);  // writes from before logging started are not logged
+      zap_entry(p, level);
+    }
+  });
+}
+
+void TdpMmu::make_room(VcpuContext& vcpu) {
+  // Recycling changes structure: the exclusive lock, taken in between. Meanwhile this vCPU is
+  // outside any access as remote flushes see it (its epoch even), and it holds no SPTE yet.
+  struct Reenter {
+    MmuLock& lock;
+    std::atomic<uint64_t>& epoch;
+    ~Reenter() {
+      lock.lock_shared();
+      epoch.fetch_add(1, std::memory_order_seq_cst);
+    }
+  };
+  vcpu.access_epoch.fetch_add(1, std::memory_order_seq_cst);
+  lock_.unlock_shared();
+  Reenter reenter{lock_, vcpu.access_epoch};
+  std::lock_guard g(lock_);
+  if (!fits(access_pages())) recycle(access_pages());
+}
+
+void TdpMmu::recycle(uint64_t more_pages) {
+  // Whole 1 GiB subtrees (a level-2 table and its leaf tables) go, round robin over the gfn
+  // space from where the last recycling stopped: TDP keeps no LRU, and anything it drops is
+  // rebuilt by faults. No vCPU is inside an access (exclusive lock): no flush to wait for.
+  const uint64_t before = pool_.pages_in_use();
+  free_invalid_roots();
+  const uint64_t total = frames_per_page(root_level_);
+  const uint64_t span = frames_per_entry(3);
+  const uint64_t start = recycle_cursor_ % total;
+  for (int pass = 0; pass < 2 && !fits(more_pages); ++pass) {
+    const uint64_t lo = pass == 0 ? start : 0, hi = pass == 0 ? total : start;
+    walk_range(lo, hi - lo, false, [&](uint64_t* p, uint64_t s, unsigned level, uint64_t first, bool) {
+      if (fits(more_pages) || !spte::is_present(s) || spte::is_leaf(s, level)) return false;
+      if (level > 3) return true;
+      zap_entry(p, level);
+      recycle_cursor_ = first + span;
+      return false;
+    });
+  }
+  if (!fits(more_pages)) {
+    // Upper tables and cached pages are all that is left: they go too, the root with them.
+    for (VcpuContext* v : vcpus_) static_cast<VcpuState&>(*v->mmu_state).cache.drain(pool_);
+    exclusive_cache_.drain(pool_);
+    invalidate_root();
+    free_invalid_roots();
+  }
+  mmu_recycled_ += before - std::min(before, pool_.pages_in_use());
+  if (!fits(more_pages))
+    throw guest::HostMemoryError("--max-mmu-memory=" + std::to_string(options_.max_mmu_memory) + " cannot hold one access's tables");
 }
 
 void TdpMmu::dirty_logging_changing(guest::Memslot&) {
@@ -534,12 +615,26 @@ void TdpMmu::dirty_logging_changed(guest::Memslot& slot) {
       if (cleared != s) store(p, cleared);
     });
     if (options_.eager_split) {
-      walk_range(slot.base_gfn(), slot.npages(), true, [&](uint64_t* p, uint64_t s, unsigned level, uint64_t first, bool) {
-        if (!spte::is_present(s)) return false;
-        if (!spte::is_leaf(s, level)) return true;
-        if (level > 1) split_huge(p, level, first);
-        return false;
-      });
+      try {
+        walk_range(slot.base_gfn(), slot.npages(), true, [&](uint64_t* p, uint64_t s, unsigned level, uint64_t first, bool) {
+          if (!spte::is_present(s)) return false;
+          if (!spte::is_leaf(s, level)) return true;
+          if (level == 1) return false;
+          if (fits(level == 2 ? 1 : 1 + SPTE_PER_PAGE)) {
+            split_huge(p, level, first);
+          } else {
+            zap_entry(p, level);  // over the byte budget: refaulted at 4K on demand instead
+            ++mmu_recycled_;
+          }
+          return false;
+        });
+      } catch (const guest::HostMemoryError&) {
+        // The host refused a table: what is not split yet is dropped (refaulted at 4K), so no
+        // huge leaf stays in a logged slot; the op still reports the error.
+        zap_huge_leaves(slot);
+        remote_tlb_flush();
+        throw;
+      }
     }
   } else {
     // Logging stops: drop the 4 KiB tables under regions that may be mapped huge again, so the
@@ -744,6 +839,7 @@ void TdpMmu::report(nlohmann::ordered_json& stats, nlohmann::ordered_json& memor
   stats["remote_tlb_flush"] = remote_tlb_flush_.load();
   stats["huge_page_splits"] = huge_splits_.load();
   stats["mmio_zap_all"] = mmio_zap_all_.load();
+  stats["mmu_recycled"] = mmu_recycled_;
   uint64_t cached = exclusive_cache_.size();
   for (const VcpuContext* vc : vcpus_) cached += static_cast<const VcpuState&>(*vc->mmu_state).cache.size();
   const uint64_t pages = pool_.pages_in_use() - cached;
@@ -754,6 +850,7 @@ void TdpMmu::report(nlohmann::ordered_json& stats, nlohmann::ordered_json& memor
   memory["shadow_headers"] = headers;
   memory["translations"] = 0;  // direct pages keep no gfn array
   memory["mapping_total"] = tables + headers;
+  memory["mmu_memory"] = pool_.pages_in_use() * PagePool::PAGE_BYTES;  // what max_mmu_memory bounds (cached pages too)
   memory["page_pool_free"] = (pool_.pages_free() + cached) * 4096;
   const KvmLayoutModel kvm = kvm_layouts(slots_, pages, /*indirect_pages=*/0, /*rmap_aliases=*/0, /*tdp=*/true);
   memory["kvm_pre2010"] = kvm.pre2010;

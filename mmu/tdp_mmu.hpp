@@ -23,6 +23,9 @@ enum class DirtyLogMode : uint8_t {
 struct TdpOptions {
   DirtyLogMode dirty_log = DirtyLogMode::WriteProtect;
   bool eager_split = true;  // split huge mappings when logging starts (else zap, refault at 4K)
+  // Bytes of tables (with their headers) at most: over it, whole 1 GiB subtrees are zapped
+  // round robin before an access (0: no limit; else at least MIN_MAX_MMU_MEMORY).
+  uint64_t max_mmu_memory = 0;
 };
 
 class TdpMmu final : public Mmu {
@@ -46,6 +49,7 @@ class TdpMmu final : public Mmu {
 
   void audit(std::vector<std::string>& violations) const override;
   void report(nlohmann::ordered_json& stats, nlohmann::ordered_json& memory) const override;
+  HardwareMapping hardware_mapping(const VcpuContext& vcpu, uint64_t gpa) const override;
 
   // What a gfn resolves to, as the simulated hardware sees it; faults it in when needed.
   // (Public for benchmarks and tests: a first-touch TDP fault without a guest walk. Callers that
@@ -101,6 +105,14 @@ class TdpMmu final : public Mmu {
   bool split_on_fault(VcpuContext& vcpu, uint64_t* sptep, uint64_t huge_spte, unsigned level, uint64_t gfn);
   void invalidate_root();
   void free_invalid_roots();
+  // The byte budget: pages an access may add at most, whether they fit, and the recycling.
+  uint64_t access_pages() const { return 6ull * root_level_; }
+  bool fits(uint64_t more_pages) const {
+    return !options_.max_mmu_memory || (pool_.pages_in_use() + more_pages) * PagePool::PAGE_BYTES <= options_.max_mmu_memory;
+  }
+  void make_room(VcpuContext& vcpu);  // called with the lock shared; takes it exclusively meanwhile
+  void recycle(uint64_t more_pages);   // exclusive lock
+  void zap_huge_leaves(const guest::Memslot& slot);
   void zap_all_mmio();
   // Waits until every vCPU that was inside an access has left it (a remote TLB flush).
   void remote_tlb_flush();
@@ -121,6 +133,8 @@ class TdpMmu final : public Mmu {
 
   // Counters with KVM's names (per-vCPU ones live in VcpuState and are summed).
   std::atomic<uint64_t> mmu_shadow_zapped_{0}, remote_tlb_flush_{0}, mmio_zap_all_{0}, huge_splits_{0};
+  uint64_t mmu_recycled_ = 0;        // pages freed to stay within max_mmu_memory (exclusive lock)
+  uint64_t recycle_cursor_ = 0;      // the gfn where the next recycling starts
   std::atomic<int64_t> pages_[4] = {};  // leaf SPTEs by level (4k, 2m, 1g), less the per-vCPU installs
   int64_t leaf_count(unsigned level) const;
 };

@@ -45,7 +45,10 @@ std::optional<MmuKind> parse_mmu_kind(const std::string& s) {
   return std::nullopt;
 }
 
-Vm::Vm(const VmConfig& config) : config_(config), mmu_(make_mmu(config, slots_)) {}
+Vm::Vm(const VmConfig& config)
+    : config_(config),
+      slots_(config.allocator ? *config.allocator : guest::default_host_allocator()),
+      mmu_(make_mmu(config, slots_)) {}
 Vm::~Vm() = default;
 
 void Vm::set_cpu_model(const x86::CpuModel& model) {

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "guest/guest_memory.hpp"
+#include "guest/host_allocator.hpp"
 #include "guest/memslots.hpp"
 #include "mmu/mmu.hpp"
 #include "mmu/shadow_mmu.hpp"
@@ -33,6 +34,9 @@ struct VmConfig {
   MmuKind mmu = MmuKind::None;
   mmu::TdpOptions tdp{};
   mmu::ShadowOptions shadow{};
+  // Where the VM's metadata (memslot bitmaps, the engine's tables and maps) gets host memory;
+  // null: the heap and the arenas. It must outlive the Vm (tests inject refusals through it).
+  guest::HostAllocator* allocator = nullptr;
 };
 
 // A memslot's dirty bitmap as KVM_GET_DIRTY_LOG returns it: bit i of words[i / 64] is the
