@@ -16,8 +16,9 @@ foreach(layer IN LISTS VMMU_INSTALLED_LAYERS)
   set_target_properties(vmmu_${layer} PROPERTIES EXPORT_NAME ${layer})
   add_library(vmmu::${layer} ALIAS vmmu_${layer})
   # Every header, internal ones too: public headers include some of them.
+  # Not the zstd file streams of vmmu_sim_io (sim/workload_*.hpp), which is not installed.
   install(DIRECTORY ${PROJECT_SOURCE_DIR}/${layer}/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/vmmu/${layer}
-          FILES_MATCHING PATTERN "*.hpp")
+          FILES_MATCHING PATTERN "*.hpp" PATTERN "workload_*.hpp" EXCLUDE)
 endforeach()
 list(TRANSFORM VMMU_INSTALLED_LAYERS PREPEND vmmu_ OUTPUT_VARIABLE vmmu_layer_targets)
 

@@ -157,14 +157,58 @@ INSTANTIATE_TEST_SUITE_P(Corpus, BadInputTest, ::testing::ValuesIn(corpus_files(
   return name;
 });
 
+// The binary form (NAME.vmtb): the message is `NAME.vmtb: record N (byte offset X): what is
+// wrong` (`header (byte offset 0)` for the header), and stdout must be what the bytes before X
+// print on their own, closed with an end record.
+class BinaryBadInputTest : public BadInputTest {};
+
+TEST_P(BinaryBadInputTest, StopsWithItsMessageAfterTheEarlierResults) {
+  const fs::path vmtb = GetParam();
+  fs::path expected_file = vmtb;
+  expected_file.replace_extension(".expected");
+  ASSERT_TRUE(fs::exists(expected_file)) << vmtb << " has no " << expected_file.filename();
+  const std::string expected = read_file(expected_file);
+  ASSERT_TRUE(!expected.empty() && expected.back() == '\n' && expected.find('\n') == expected.size() - 1)
+      << expected_file << " must hold exactly one line";
+  ASSERT_EQ(expected.rfind(vmtb.filename().string() + ": ", 0), 0u) << expected_file << " must start with " << vmtb.filename();
+  const size_t at = expected.find("(byte offset ");
+  ASSERT_NE(at, std::string::npos) << expected_file << " names no byte offset";
+  const uint64_t offset = std::stoull(expected.substr(at + 13));
+  const std::string bytes = read_file(vmtb);
+  ASSERT_LE(offset, bytes.size());
+  const fs::path prefix_dir = scratch_ / "prefix";
+  write_file(prefix_dir / vmtb.filename(), bytes.substr(0, offset) + std::string(1, '\0'));
+
+  const Outcome prefix = replay(prefix_dir, vmtb.filename().string(), "none", scratch_);
+  const bool prefix_ok = prefix.status == 0 || (prefix.status == 2 && prefix.out.empty());
+  EXPECT_TRUE(prefix_ok) << "the records before byte " << offset << " fail on their own (status " << prefix.status << "):\n" << prefix.err;
+  for (const char* mode : {"none", "tdp"}) {
+    SCOPED_TRACE(std::string("--mmu=") + mode);
+    const Outcome bad = replay(kCorpus, vmtb.filename().string(), mode, scratch_);
+    EXPECT_EQ(bad.status, 2) << "stderr:\n" << bad.err;
+    EXPECT_EQ(bad.err, expected);
+    EXPECT_EQ(bad.out, prefix.out) << "stdout must hold exactly the results of the records before byte " << offset;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Corpus, BinaryBadInputTest, ::testing::ValuesIn(corpus_files(".vmtb")),
+                         [](const ::testing::TestParamInfo<fs::path>& info) {
+                           std::string name = info.param.stem().string();
+                           for (char& c : name)
+                             if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+                           return name;
+                         });
+
 // Every message file has its input, and the corpus holds what it should.
 TEST(BadInputCorpus, EachExpectedHasItsInput) {
   for (const fs::path& expected : corpus_files(".expected")) {
-    fs::path vmt = expected;
+    fs::path vmt = expected, vmtb = expected;
     vmt.replace_extension(".vmt");
-    EXPECT_TRUE(fs::exists(vmt)) << expected << " has no input " << vmt.filename();
+    vmtb.replace_extension(".vmtb");
+    EXPECT_TRUE(fs::exists(vmt) || fs::exists(vmtb)) << expected << " has no input " << vmt.filename() << " or " << vmtb.filename();
   }
   EXPECT_GE(corpus_files(".vmt").size(), 40u);
+  EXPECT_GE(corpus_files(".vmtb").size(), 5u);
 }
 
 }  // namespace

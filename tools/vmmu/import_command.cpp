@@ -1,7 +1,7 @@
 #include "tools/vmmu/import_command.hpp"
 
 #include <cstdio>
-#include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -11,6 +11,7 @@
 #include "sim/guest_os/vmt_stream_writer.hpp"
 #include "sim/trace_import/trace_error.hpp"
 #include "sim/trace_import/trace_importer.hpp"
+#include "sim/workload_output.hpp"
 
 namespace vmmu::tools {
 
@@ -42,7 +43,7 @@ int import_main(int argc, char** argv) {
   uint32_t vcpus = 2, copy_words = 512;
   app.add_option("kind", kind_name, "the trace format: lackey, pin or champsim")->required()->check(CLI::IsMember({"lackey", "pin", "champsim"}));
   app.add_option("files", files, "trace files (.xz and .gz are decompressed); several run as interleaved processes")->required();
-  app.add_option("-o,--output", out_path, "the .vmt workload to write")->required();
+  app.add_option("-o,--output", out_path, "the workload to write: NAME.vmt text, NAME.vmtb binary, NAME.vmt.zst binary + zstd")->required();
   app.add_option("--mode", mode, "the guest's paging: 32bit, pae, 4level or 5level")->check(CLI::IsMember({"32bit", "pae", "4level", "5level"}));
   app.add_option("--memory", memory, "guest memory in bytes (K, M, G suffixes)")->transform(CLI::AsSizeValue(false));
   app.add_option("--vcpus", vcpus, "vCPUs the processes run on")->check(CLI::Range(1, 64));
@@ -71,19 +72,26 @@ int import_main(int argc, char** argv) {
   params.seed = seed;
   const auto kind = *sim::trace_import::parse_trace_kind(kind_name);
 
-  std::ofstream out(out_path, std::ios::binary | std::ios::trunc);
-  if (!out) {
-    std::fprintf(stderr, "vmmu import: %s: cannot create\n", out_path.c_str());
-    return 2;
-  }
   std::string files_text;
   for (const std::string& f : files) files_text += " " + f;
-  sim::guest_os::VmtStreamWriter writer(out, fmt::format("vmmu import {}{} ({} seed={})", kind_name, files_text, params.os.describe(), seed));
+  // The form by the output's name (NAME.vmt text, NAME.vmtb or NAME.vmt.zst binary; docs/RUN.md).
+  std::unique_ptr<sim::WorkloadOutput> out;
+  try {
+    out = std::make_unique<sim::WorkloadOutput>(out_path, sim::output_format_for(out_path),
+                                                fmt::format("vmmu import {}{} ({} seed={})", kind_name, files_text, params.os.describe(), seed));
+  } catch (const std::runtime_error& e) {
+    std::fprintf(stderr, "vmmu import: %s\n", e.what());
+    return 2;
+  }
+  sim::guest_os::VmtStreamWriter writer(*out);
   try {
     const auto r = sim::trace_import::import_traces(kind, files, params, [&](const sim::Op& op) { writer(op); });
-    out.flush();
-    if (!out) {
-      std::fprintf(stderr, "vmmu import: %s: write error\n", out_path.c_str());
+    try {
+      out->finish();
+    } catch (const std::runtime_error& e) {
+      std::fprintf(stderr, "vmmu import: %s\n", e.what());
+      out.reset();
+      if (out_path != "-") std::remove(out_path.c_str());
       return 2;
     }
     std::fprintf(stderr, "vmmu import: %llu traced accesses -> %llu guest accesses, %llu ops (%llu page faults, %llu huge pages) in %s\n",
@@ -99,12 +107,12 @@ int import_main(int argc, char** argv) {
     std::fprintf(stderr, "vmmu import: %s\n", e.what());
   } catch (const std::logic_error& e) {  // a bug in the model, not in the input
     std::fprintf(stderr, "vmmu import: internal error: %s\n", e.what());
-    out.close();
-    std::remove(out_path.c_str());
+    out.reset();
+    if (out_path != "-") std::remove(out_path.c_str());
     return 1;
   }
-  out.close();
-  std::remove(out_path.c_str());  // no half-written workload
+  out.reset();
+  if (out_path != "-") std::remove(out_path.c_str());  // no half-written workload
   return 2;
 }
 

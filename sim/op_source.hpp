@@ -1,0 +1,31 @@
+#pragma once
+// Where a replay takes its ops from (sim::WorkloadInput reads every form of a .vmt file).
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "sim/op.hpp"
+
+namespace vmmu::sim {
+
+// The input cannot give its next op: `what()` is the whole message, file and position included
+// (`FILE:LINE: ...`, `FILE: record N (byte offset X): ...`, `FILE: zstd: ...`).
+// The two forms of a .vmt workload (docs/VMT-FORMAT.md); either may be compressed with zstd.
+enum class WorkloadForm : uint8_t { Text, Binary };
+
+class OpSourceError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class OpSource {
+ public:
+  virtual ~OpSource() = default;
+  // The next op, or false at the end. Throws OpSourceError.
+  virtual bool next(Op& op) = 0;
+  // Where the last op came from, to prefix a message about it (`op` is that op): `FILE:LINE`
+  // for text, `FILE: record N (byte offset X)` for the binary form.
+  virtual std::string where(const Op& op) const = 0;
+};
+
+}  // namespace vmmu::sim
