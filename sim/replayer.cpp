@@ -3,17 +3,26 @@
 #include <cstdlib>
 #include <new>
 
+#include "sim/tlb_replay.hpp"
 #include "sim/vmt_reader.hpp"
 
 namespace vmmu::sim {
 
-Replayer::Replayer(Vm& vm, std::FILE* out) : vm_(vm), out_(out) {}
+Replayer::Replayer(Vm& vm, std::FILE* out, const ReplayOptions& options) : vm_(vm), out_(out) {
+  if (options.tlb) {
+    summary_.tlb_model = true;
+    tlb_ = std::make_unique<TlbReplay>(vm, options.tlb_config, summary_.tlb);
+  }
+}
+
+Replayer::~Replayer() = default;
 
 void Replayer::apply(const Op& op) {
   ++summary_.ops;
   ++summary_.ops_by_kind[std::string(op_name(op.kind))];
   try {
     execute(op);
+    if (tlb_) tlb_->engine_check();  // memslot changes, dirty logging, unmap: the engine flushed
 #ifndef NDEBUG
     // Debug builds check every engine invariant after every op on small guests.
     if (op.kind != OpKind::Audit && small_guest()) {
@@ -121,17 +130,27 @@ void Replayer::execute(const Op& op) {
     case OpKind::Vcpu:
       vm_.create_vcpu(op.id);
       return;
-    case OpKind::Regs:
-      pdpte_fault(vm_.vcpu(op.id).set_registers(op.regs));
+    case OpKind::Regs: {
+      const std::optional<x86::Fault> f = vm_.vcpu(op.id).set_registers(op.regs);
+      if (tlb_ && !f && op.regs.touches_paging()) tlb_->registers_changed(op.id);
+      pdpte_fault(f);
       return;
-    case OpKind::Cr3:
-      pdpte_fault(vm_.vcpu(op.id).mov_cr3(op.addr));
+    }
+    case OpKind::Cr3: {
+      const std::optional<x86::Fault> f = vm_.vcpu(op.id).mov_cr3(op.addr);
+      if (tlb_ && !f) tlb_->cr3_loaded(op.id);
+      pdpte_fault(f);
       return;
-    case OpKind::Flush:
-      pdpte_fault(vm_.vcpu(op.id).flush());
+    }
+    case OpKind::Flush: {
+      const std::optional<x86::Fault> f = vm_.vcpu(op.id).flush();
+      if (tlb_ && !f) tlb_->flushed(op.id);
+      pdpte_fault(f);
       return;
+    }
     case OpKind::Invlpg:
       vm_.vcpu(op.id).invlpg(op.addr);
+      if (tlb_) tlb_->invlpg(op.id, op.addr);
       return;
     case OpKind::Poke:
       vm_.write_guest(op.addr, op.width, op.value);
@@ -142,7 +161,9 @@ void Replayer::execute(const Op& op) {
       Vcpu& v = vm_.vcpu(op.id);
       const AccessKind kind = op.kind == OpKind::Read ? AccessKind::Read : op.kind == OpKind::Write ? AccessKind::Write : AccessKind::Fetch;
       ++summary_.accesses_by_mode[x86::name(v.state().mode())];
-      print_access(op, v.access(op.addr, kind, op.width, op.value));
+      const AccessResult r = v.access(op.addr, kind, op.width, op.value);
+      if (tlb_) tlb_->access(v, op.addr, kind, r);
+      print_access(op, r);
       return;
     }
     case OpKind::Peek: {
@@ -205,6 +226,7 @@ void Replayer::execute(const Op& op) {
       out_.begin(op.line, op_name(op.kind));
       out_.raw("stats", s["stats"].dump());
       out_.raw("memory", s["memory"].dump());
+      if (tlb_) out_.raw("tlb", summary_.tlb.to_json().dump());
       out_.end();
       return;
     }
@@ -212,8 +234,8 @@ void Replayer::execute(const Op& op) {
 }
 
 int replay_stream(std::istream& in, const std::string& file_name, Vm& vm, std::FILE* out, std::FILE* err,
-                  ReplaySummary* summary) {
-  Replayer replayer(vm, out);
+                  ReplaySummary* summary, const ReplayOptions& options) {
+  Replayer replayer(vm, out, options);
   VmtReader reader(in);
   int status = 0;
   try {
@@ -227,6 +249,27 @@ int replay_stream(std::istream& in, const std::string& file_name, Vm& vm, std::F
   } catch (const ReplayError& e) {
     replayer.flush();
     std::fprintf(err, "%s:%llu: %s\n", file_name.c_str(), static_cast<unsigned long long>(e.line()), e.what());
+    status = 2;
+  }
+  replayer.flush();
+  if (summary) *summary = replayer.summary();
+  return status;
+}
+
+int replay_stream(OpSource& in, Vm& vm, std::FILE* out, std::FILE* err, ReplaySummary* summary, const ReplayOptions& options) {
+  Replayer replayer(vm, out, options);
+  int status = 0;
+  Op op;
+  try {
+    while (in.next(op)) replayer.apply(op);
+    status = replayer.exit_status();
+  } catch (const OpSourceError& e) {
+    replayer.flush();
+    std::fprintf(err, "%s\n", e.what());
+    status = 2;
+  } catch (const ReplayError& e) {
+    replayer.flush();
+    std::fprintf(err, "%s: %s\n", in.where(op).c_str(), e.what());
     status = 2;
   }
   replayer.flush();

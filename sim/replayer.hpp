@@ -12,6 +12,9 @@
 
 #include "sim/json_lines.hpp"
 #include "sim/op.hpp"
+#include "sim/op_source.hpp"
+#include "sim/tlb_config.hpp"
+#include "sim/tlb_counters.hpp"
 #include "vm/vm.hpp"
 
 namespace vmmu::sim {
@@ -36,12 +39,24 @@ struct ReplaySummary {
   std::map<std::string, uint64_t> accesses_by_mode;  // paging mode at the time of the access
   uint64_t pdpte_gp = 0;                               // #GP from loading PDPTEs (regs/cr3/flush)
   uint64_t audits = 0, audit_failures = 0, host_errors = 0;
+  bool tlb_model = false;  // the TLB model ran: `tlb` holds its counters
+  TlbCounters tlb;
+};
+
+class TlbReplay;
+
+struct ReplayOptions {
+  bool tlb = false;  // run the TLB cost model (sim/tlb_model.hpp); it changes no result
+  TlbConfig tlb_config{};
 };
 
 class Replayer {
  public:
   // `out` may be null: then nothing is printed and only the summary is kept.
-  Replayer(Vm& vm, std::FILE* out);
+  Replayer(Vm& vm, std::FILE* out, const ReplayOptions& options = {});
+  ~Replayer();
+  Replayer(const Replayer&) = delete;  // the TLB model counts into summary_
+  Replayer& operator=(const Replayer&) = delete;
 
   // Executes one op. Throws ReplayError for a malformed line; a host allocation failure prints
   // the contract's "error" result and the replay goes on (exit status 3).
@@ -62,11 +77,18 @@ class Replayer {
   JsonLines out_;
   ReplaySummary summary_;
   std::map<uint32_t, std::vector<uint64_t>> last_dirty_get_;  // slot -> slot-relative pages
+  std::unique_ptr<TlbReplay> tlb_;  // when ReplayOptions::tlb
 };
 
 // Replays a whole .vmt stream. Malformed lines: `FILE:LINE: what is wrong` on `err`, status 2,
 // with every earlier result already written. Returns the exit status (0, 2 or 3).
 int replay_stream(std::istream& in, const std::string& file_name, Vm& vm, std::FILE* out, std::FILE* err,
-                  ReplaySummary* summary = nullptr);
+                  ReplaySummary* summary = nullptr, const ReplayOptions& options = {});
+
+// The same from any op source (sim::WorkloadInput: every form of a .vmt file). A bad input or an
+// op the library refuses stops it with one message on `err` (the source's own, or
+// `WHERE: what is wrong` with the source's `where`), status 2.
+int replay_stream(OpSource& in, Vm& vm, std::FILE* out, std::FILE* err, ReplaySummary* summary = nullptr,
+                  const ReplayOptions& options = {});
 
 }  // namespace vmmu::sim
