@@ -17,6 +17,11 @@ packages=(
   libgtest-dev libgmock-dev librapidcheck-dev libbenchmark-dev
   # the QEMU oracle of `vmmu kvm-check` and tests/oracle (docs/ORACLES.md)
   qemu-system-x86
+  # zlib: tests/tools decode the screenshot of the `vmmu run --report` page
+  zlib1g-dev
+  # headless Chromium renders the `vmmu run --report` page in tests/tools/run_report_test.cpp
+  # (which skips without it); a large package, so it comes last
+  chromium
 )
 
 missing=()

@@ -20,7 +20,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include <sys/wait.h>
+#include "tests/tools/vmmu_cli.hpp"
 
 namespace {
 
@@ -79,15 +79,9 @@ struct Replay {
 
 // Runs `vmmu replay FILE --mmu=MODE [options]`; stderr goes to the test log.
 Replay replay(const fs::path& vmt, const std::string& mode) {
-  const std::string cmd = shell_quote(VMMU_BINARY) + " replay " + shell_quote(vmt.string()) + " --mmu=" + mode;
-  Replay r;
-  std::FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[1 << 16];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) r.out.append(buf, n);
-  const int st = ::pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
+  const vmmu::test::CliResult c = vmmu::test::run_vmmu("replay " + shell_quote(vmt.string()) + " --mmu=" + mode);
+  std::fprintf(stderr, "%s", c.err.c_str());
+  return Replay{c.out, c.status};
 }
 
 // The object with the contents of counter-valued keys blanked, so that only results compare.

@@ -2,18 +2,27 @@
 // each MMU, and what each did and cost, side by side (docs/RUN.md explains every row).
 #include "tools/vmmu/run_command.hpp"
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "sim/guest_os/scenario.hpp"
+#include "sim/default_workload.hpp"
+#include "sim/trace_import/trace_error.hpp"
+#include "sim/report/html_report.hpp"
+#include "sim/report/timeline.hpp"
 #include "sim/replayer.hpp"
 #include "sim/vmt_reader.hpp"
+#include "sim/workload_input.hpp"
+#include "tools/vmmu/progress_bar.hpp"
 
 namespace vmmu::tools {
 
@@ -25,6 +34,7 @@ struct ModeRun {
   nlohmann::ordered_json stats;  // {"stats": ..., "memory": ...} at the end
   double seconds = 0;
   std::vector<std::string> results;  // JSON Lines, `stats` lines left out
+  sim::report::Timeline timeline;    // samples over time (only for --report)
 };
 
 std::vector<std::string> result_lines(const char* text, size_t len) {
@@ -35,7 +45,11 @@ std::vector<std::string> result_lines(const char* text, size_t len) {
   return lines;
 }
 
-ModeRun replay_ops(const std::vector<sim::Op>& ops, const std::string& name, const VmConfig& config) {
+// The progress bar and the clock are looked at once every this many ops.
+constexpr uint64_t PROGRESS_EVERY = 4096;
+
+ModeRun replay_ops(const std::vector<sim::Op>& ops, const std::string& name, const VmConfig& config, ProgressBar& bar,
+                   bool record_timeline) {
   ModeRun run;
   run.name = name;
   char* buf = nullptr;
@@ -44,10 +58,25 @@ ModeRun replay_ops(const std::vector<sim::Op>& ops, const std::string& name, con
   const auto start = std::chrono::steady_clock::now();
   {
     Vm vm(config);
-    sim::Replayer r(vm, out);
-    for (const sim::Op& op : ops) r.apply(op);
+    sim::ReplayOptions replay_options;
+    replay_options.tlb = true;  // the TLB and page-walk cost model: counts only, changes no result
+    sim::Replayer r(vm, out, replay_options);
+    sim::report::TimelineRecorder recorder(name, ops.size());
+    const std::string label = "--mmu=" + name;
+    for (uint64_t done = 0; done < ops.size();) {
+      r.apply(ops[done++]);
+      if (record_timeline && recorder.due(done)) recorder.sample(done, vm, r.summary());
+      if (done % PROGRESS_EVERY == 0) bar.update(label, done, ops.size());
+    }
     r.flush();
-    run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    // The wall time leaves out the sampling for --report: the figures stay comparable.
+    run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() -
+                  recorder.timeline().sampling_seconds;
+    if (record_timeline) {
+      if (recorder.timeline().ops.empty() || recorder.timeline().ops.back() != double(ops.size()))
+        recorder.sample(ops.size(), vm, r.summary());
+      run.timeline = recorder.take();
+    }
     run.summary = r.summary();
     run.stats = vm.stats();
   }
@@ -80,15 +109,14 @@ uint64_t exits(const ModeRun& r) {
   return 0;
 }
 
-void print_table(const std::string& what, const std::vector<ModeRun>& runs, const std::string& verdict) {
-  fmt::print("vmmu run: {}\n\n", what);
-  fmt::print("{:<34}", "");
-  for (const ModeRun& r : runs) fmt::print("{:>16}", r.name);
-  fmt::print("\n");
+// The table's rows, one cell per mode: printed, and written into the --report page.
+sim::report::ReportTable table_rows(const std::vector<ModeRun>& runs) {
+  sim::report::ReportTable table;
+  for (const ModeRun& r : runs) table.columns.push_back(r.name);
   auto row = [&](const char* label, auto value) {
-    fmt::print("{:<34}", label);
-    for (const ModeRun& r : runs) fmt::print("{:>16}", value(r));
-    fmt::print("\n");
+    std::vector<std::string> cells;
+    for (const ModeRun& r : runs) cells.push_back(value(r));
+    table.rows.emplace_back(label, std::move(cells));
   };
   auto dash_unless = [](bool has, uint64_t v) { return has ? fmt::format("{}", v) : std::string("-"); };
   row("guest accesses", [](const ModeRun& r) { return fmt::format("{}", r.summary.accesses); });
@@ -102,6 +130,16 @@ void print_table(const std::string& what, const std::vector<ModeRun>& runs, cons
   row("MMIO exits", [](const ModeRun& r) { return fmt::format("{}", r.summary.mmio); });
   row("guest page walks", [](const ModeRun& r) { return fmt::format("{}", stat(r, "walks")); });
   row("  guest table reads", [](const ModeRun& r) { return fmt::format("{}", stat(r, "walk_refs")); });
+  // The TLB model (docs/TLB-MODEL.md): walks the hardware makes, and their memory references.
+  row("TLB misses (hardware walks)", [](const ModeRun& r) { return fmt::format("{}", r.summary.tlb.walks); });
+  row("  TLB miss rate", [](const ModeRun& r) {
+    const uint64_t n = r.summary.tlb.translated();
+    return n ? fmt::format("{:.3f} %", 100.0 * double(r.summary.tlb.walks) / double(n)) : std::string("-");
+  });
+  row("  walk references", [](const ModeRun& r) { return fmt::format("{}", r.summary.tlb.walk_refs); });
+  row("  references per walk", [](const ModeRun& r) {
+    return r.summary.tlb.walks ? fmt::format("{:.2f}", double(r.summary.tlb.walk_refs) / double(r.summary.tlb.walks)) : std::string("-");
+  });
   row("shadow pages at the end", [&](const ModeRun& r) { return dash_unless(r.name != "none", stat(r, "shadow_pages")); });
   row("  created / zapped", [&](const ModeRun& r) {
     return r.name == "none" ? std::string("-") : fmt::format("{} / {}", stat(r, "mmu_cache_miss"), stat(r, "mmu_shadow_zapped"));
@@ -113,6 +151,18 @@ void print_table(const std::string& what, const std::vector<ModeRun>& runs, cons
   row("audits (failed)", [](const ModeRun& r) { return fmt::format("{} ({})", r.summary.audits, r.summary.audit_failures); });
   row("wall time", [](const ModeRun& r) { return fmt::format("{:.3f} s", r.seconds); });
   row("ops per second", [](const ModeRun& r) { return fmt::format("{:.2f} M", double(r.summary.ops) / r.seconds / 1e6); });
+  return table;
+}
+
+void print_table(const std::string& what, const sim::report::ReportTable& table, const std::string& verdict) {
+  fmt::print("vmmu run: {}\n\n{:<34}", what, "");
+  for (const std::string& c : table.columns) fmt::print("{:>16}", c);
+  fmt::print("\n");
+  for (const auto& [label, cells] : table.rows) {
+    fmt::print("{:<34}", label);
+    for (const std::string& c : cells) fmt::print("{:>16}", c);
+    fmt::print("\n");
+  }
   fmt::print("\n{}\n", verdict);
 }
 
@@ -134,31 +184,76 @@ std::string compare(const std::vector<ModeRun>& runs) {
   return "";
 }
 
+// The --report page: the table, each mode's timeline and the walk-reference histogram.
+bool write_report(const std::string& path, const std::string& what, const std::string& verdict, const std::vector<ModeRun>& runs) {
+  sim::report::RunReport report;
+  report.workload = what;
+  report.verdict = verdict;
+  report.table = table_rows(runs);
+  for (const ModeRun& r : runs) report.timelines.push_back(r.timeline);
+  // The TLB model's walks by their memory references, up to the largest count any mode saw.
+  size_t buckets = 0;
+  for (const ModeRun& r : runs)
+    for (size_t i = 0; i <= sim::TlbCounters::MAX_WALK_REFS; ++i)
+      if (r.summary.tlb_model && r.summary.tlb.walk_ref_histogram[i]) buckets = std::max(buckets, i + 1);
+  for (size_t i = 0; i < buckets; ++i) report.histogram_buckets.push_back(std::to_string(i));
+  for (const ModeRun& r : runs) {
+    if (!r.summary.tlb_model) continue;
+    const uint64_t* h = r.summary.tlb.walk_ref_histogram;
+    report.histograms.push_back({r.name, std::vector<double>(h, h + buckets)});
+  }
+  report.histogram_x_label = "memory references of one walk (both dimensions under TDP)";
+  report.histogram_note =
+      "Hardware page walks (TLB misses, from the TLB model: docs/TLB-MODEL.md) by how many memory references each made; "
+      "paging-structure caches shorten walks, and a TDP walk reads the nested tables for every guest table it reads.";
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << sim::report::html_report(report);
+  out.close();
+  if (!out) {
+    std::fprintf(stderr, "vmmu run --report %s: cannot write: %s\n", path.c_str(), std::strerror(errno));
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 int run_main(const RunOptions& o, const std::vector<std::pair<std::string, VmConfig>>& modes) {
+  ProgressBar bar(stderr, o.progress);
   std::vector<sim::Op> ops;
   std::string what;
   if (o.workload.empty()) {
-    sim::guest_os::ScenarioParams p;
-    p.seed = o.seed;
-    const auto counts = sim::guest_os::run_default_scenario(p, [&](const sim::Op& op) { ops.push_back(op); });
-    what = fmt::format(
-        "the built-in scenario (guest OS model, seed {}): a {} GiB 4-level guest boots, runs {} processes "
-        "({} forks, {} execs, {} exits, {} copy-on-write faults, {} page-table writes, {} context switches); {} ops",
-        o.seed, p.os.memory >> 30, counts.processes, counts.forks, counts.execs, counts.exits, counts.cow_copies + counts.cow_reuses,
-        counts.table_writes, counts.context_switches, ops.size());
-  } else {
-    std::ifstream in(o.workload, std::ios::binary);
-    if (!in) {
-      std::fprintf(stderr, "%s: cannot open\n", o.workload.c_str());
+    sim::DefaultWorkloadParams p;
+    p.scenario.seed = o.seed;
+    p.trace = o.trace;
+    p.trace_accesses = o.trace_accesses;
+    sim::DefaultWorkloadCounts generated;
+    try {
+      generated = sim::run_default_workload(p, [&](const sim::Op& op) {
+        ops.push_back(op);
+        if (ops.size() % PROGRESS_EVERY == 0) bar.update("generating the scenario (ops)", ops.size(), 0);
+      });
+    } catch (const sim::trace_import::TraceError& e) {
+      bar.clear();
+      std::fprintf(stderr, "vmmu run: %s\n", e.what());
       return 2;
     }
+    const sim::guest_os::GuestOsCounts& counts = generated.os;
+    const std::string traced =
+        p.trace.empty() ? std::string()
+                        : fmt::format(", one of them the real program traced in {} ({} traced accesses)",
+                                      std::filesystem::path(p.trace).filename().string(), generated.traced_accesses);
+    what = fmt::format(
+        "the built-in scenario (guest OS model, seed {}): a {} GiB 4-level guest boots, runs {} processes{} "
+        "({} forks, {} execs, {} exits, {} copy-on-write faults, {} page-table writes, {} context switches); {} ops",
+        o.seed, p.scenario.os.memory >> 30, counts.processes, traced, counts.forks, counts.execs, counts.exits,
+        counts.cow_copies + counts.cow_reuses, counts.table_writes, counts.context_switches, ops.size());
+  } else {
     try {
-      sim::VmtReader reader(in);
-      for (sim::Op op; reader.next(op);) ops.push_back(op);
-    } catch (const sim::ParseError& e) {
-      std::fprintf(stderr, "%s:%llu: %s\n", o.workload.c_str(), static_cast<unsigned long long>(e.line()), e.what());
+      sim::WorkloadInput in(o.workload);  // any form: text, binary, zstd
+      for (sim::Op op; in.next(op);) ops.push_back(op);
+    } catch (const sim::OpSourceError& e) {
+      std::fprintf(stderr, "%s\n", e.what());
       return 2;
     }
     what = fmt::format("{} ({} ops)", o.workload, ops.size());
@@ -166,9 +261,8 @@ int run_main(const RunOptions& o, const std::vector<std::pair<std::string, VmCon
 
   std::vector<ModeRun> runs;
   for (const auto& [name, config] : modes) {
-    if (o.progress) std::fprintf(stderr, "vmmu run: replaying under --mmu=%s ...\n", name.c_str());
     try {
-      runs.push_back(replay_ops(ops, name, config));
+      runs.push_back(replay_ops(ops, name, config, bar, !o.report.empty()));
     } catch (const sim::ReplayError& e) {
       std::fprintf(stderr, "%s:%llu: %s\n", o.workload.empty() ? "built-in scenario" : o.workload.c_str(),
                    static_cast<unsigned long long>(e.line()), e.what());
@@ -178,24 +272,29 @@ int run_main(const RunOptions& o, const std::vector<std::pair<std::string, VmCon
       return 2;
     }
   }
+  bar.clear();
   const std::string difference = compare(runs);
+  const std::string verdict =
+      difference.empty() ? fmt::format("results: identical in every mode ({} results compared)", runs[0].results.size()) : difference;
   if (o.json) {
     nlohmann::ordered_json j;
     j["workload"] = what;
     j["identical_results"] = difference.empty();
     for (const ModeRun& r : runs) {
       j["modes"][r.name] = {{"seconds", r.seconds}, {"ops", r.summary.ops}, {"stats", r.stats["stats"]}, {"memory", r.stats["memory"]}};
+      j["modes"][r.name]["tlb"] = r.summary.tlb.to_json();
     }
     fmt::print("{}\n", j.dump(2));
   } else {
-    print_table(what, runs, difference.empty() ? fmt::format("results: identical in every mode ({} results compared)", runs[0].results.size())
-                                                : difference);
+    print_table(what, table_rows(runs), verdict);
   }
   int status = difference.empty() ? 0 : 1;
   for (const ModeRun& r : runs) {
     if (r.summary.audit_failures) status = 1;
     if (r.summary.host_errors) status = 3;
   }
+  // After the table: a report that cannot be written loses nothing else.
+  if (!o.report.empty() && !write_report(o.report, what, verdict, runs)) return 2;
   return status;
 }
 
