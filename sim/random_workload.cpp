@@ -55,10 +55,11 @@ constexpr size_t MAX_TABLES = 160;
 constexpr size_t MAX_PATHS = 16;
 
 // ---- A small deterministic PRNG (xoshiro256**, seeded by splitmix64): the same on every
-// platform and standard library, unlike std::*_distribution.
+// platform and standard library, unlike std::*_distribution. Its values come first from
+// `entropy` (RandomWorkloadParams::entropy), while that lasts.
 class Rng {
  public:
-  explicit Rng(uint64_t seed) {
+  Rng(uint64_t seed, const std::vector<uint8_t>& entropy) : entropy_(entropy) {
     uint64_t x = seed;
     for (uint64_t& w : s_) {
       x += 0x9e3779b97f4a7c15ull;
@@ -68,7 +69,33 @@ class Rng {
       w = z ^ (z >> 31);
     }
   }
-  uint64_t next() {
+  uint64_t next() { return draw(8); }
+  uint64_t below(uint64_t n) { return n ? draw(bytes_for(n - 1)) % n : 0; }
+  uint64_t range(uint64_t lo, uint64_t hi) { return lo + below(hi - lo + 1); }  // inclusive
+  bool percent(unsigned p) { return below(100) < p; }
+  template <class T>
+  const T& pick(const std::vector<T>& v) {
+    return v[below(v.size())];
+  }
+
+ private:
+  static unsigned bytes_for(uint64_t max) {
+    unsigned n = 1;
+    while (n < 8 && (max >> (8 * n)) != 0) ++n;
+    return n;
+  }
+  // The next `bytes` bytes of the entropy (little-endian), or the PRNG's next value once fewer
+  // are left (from then on, the PRNG's alone).
+  uint64_t draw(unsigned bytes) {
+    if (entropy_.size() - used_ < bytes) {
+      used_ = entropy_.size();
+      return prng();
+    }
+    uint64_t v = 0;
+    for (unsigned i = 0; i < bytes; ++i) v |= uint64_t{entropy_[used_++]} << (8 * i);
+    return v;
+  }
+  uint64_t prng() {
     const uint64_t result = rotl(s_[1] * 5, 7) * 9;
     const uint64_t t = s_[1] << 17;
     s_[2] ^= s_[0];
@@ -79,16 +106,10 @@ class Rng {
     s_[3] = rotl(s_[3], 45);
     return result;
   }
-  uint64_t below(uint64_t n) { return n ? next() % n : 0; }
-  uint64_t range(uint64_t lo, uint64_t hi) { return lo + below(hi - lo + 1); }  // inclusive
-  bool percent(unsigned p) { return below(100) < p; }
-  template <class T>
-  const T& pick(const std::vector<T>& v) {
-    return v[below(v.size())];
-  }
-
- private:
   static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+  const std::vector<uint8_t>& entropy_;
+  size_t used_ = 0;
   uint64_t s_[4];
 };
 
@@ -210,7 +231,7 @@ struct Invalidation {
 class Generator {
  public:
   Generator(const RandomWorkloadParams& p, std::vector<Op>& ops, RandomWorkloadCoverage& cov)
-      : p_(p), f_(p.features), ops_(ops), cov_(cov), rng_(p.seed), ref_(VmConfig{MmuKind::None}), replayer_(ref_, nullptr) {}
+      : p_(p), f_(p.features), ops_(ops), cov_(cov), rng_(p.seed, p.entropy), ref_(VmConfig{MmuKind::None}), replayer_(ref_, nullptr) {}
 
   void run() {
     validate();
@@ -1886,7 +1907,8 @@ std::string RandomWorkloadParams::describe() const {
   feature(f.self_map, all.self_map, "self_map");
   return fmt::format("seed={} ops={} guest_memory={}M vcpus={} modes={} features={} big_slot={} audit_every_op={} cpu={}", seed,
                      ops, guest_memory >> 20, vcpus, modes_text, off.empty() ? "all" : off, big_slot_1g ? "1g" : "2m",
-                     audit_every_op ? 1 : 0, random_cpu_model ? "random" : "default");
+                     audit_every_op ? 1 : 0, random_cpu_model ? "random" : "default") +
+         (entropy.empty() ? "" : fmt::format(" entropy={}B", entropy.size()));
 }
 
 RandomWorkload::RandomWorkload(const RandomWorkloadParams& params) : params_(params) {

@@ -71,6 +71,10 @@ struct RandomWorkloadParams {
   bool big_slot_1g = false;      // a 1 GiB host=1g memslot (else a 4 MiB host=2m one)
   bool audit_every_op = false;   // an `audit` after every op of the main phase
   bool random_cpu_model = true;  // random maxphyaddr/gbpages/la57 (else the defaults)
+  // Bytes that make the generator's choices before the seed's PRNG takes over (a fuzzer's input
+  // steers the workload through them); each choice takes the fewest bytes that cover its range.
+  // Empty (the default): the workload is exactly the seed's.
+  std::vector<uint8_t> entropy;
 
   // One line naming every parameter, for failure messages and reproducer files.
   std::string describe() const;
