@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "fuzz/chunked_input_buf.hpp"
 #include "sim/replayer.hpp"
 #include "sim/vmt_reader.hpp"
 #include "vm/vm.hpp"
@@ -40,33 +41,7 @@ using vmmu::sim::VmtReader;
 // audits the Vm after every op, which turns a broken invariant into an abort the fuzzer sees.
 constexpr uint64_t MAX_GUEST_BYTES = uint64_t{64} << 20;
 
-// A read-only stream buffer over the input. `step` 0 gives all of it at once (a file); otherwise
-// it hands out pieces of 1, 2, ... `step` bytes in turn, so every line boundary meets every kind
-// of cut.
-class InputBuf : public std::streambuf {
- public:
-  InputBuf(const uint8_t* data, size_t size, size_t step)
-      : begin_(reinterpret_cast<char*>(const_cast<uint8_t*>(data))), end_(begin_ + size), step_(step) {
-    if (step_ == 0) setg(begin_, begin_, end_);
-  }
-
- protected:
-  int_type underflow() override {
-    if (gptr() != nullptr && gptr() < egptr()) return traits_type::to_int_type(*gptr());
-    char* const from = egptr() != nullptr ? egptr() : begin_;
-    if (from == end_) return traits_type::eof();
-    next_ = next_ % step_ + 1;
-    const size_t n = std::min(next_, static_cast<size_t>(end_ - from));
-    setg(from, from, from + n);
-    return traits_type::to_int_type(*from);
-  }
-
- private:
-  char* const begin_;
-  char* const end_;
-  const size_t step_;
-  size_t next_ = 0;
-};
+using InputBuf = vmmu::fuzz::ChunkedInputBuf;
 
 // What a read of the whole input gave: every op, and the error that stopped it if any.
 struct Parsed {
