@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cstring>
 #include <map>
 #include <optional>
 #include <set>
@@ -13,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "guest/guest_memory.hpp"
+#include "guest/read_only_port.hpp"
 #include "guest/walker.hpp"
 #include "sim/replayer.hpp"
 #include "vm/vm.hpp"
@@ -152,24 +152,7 @@ uint64_t mask_width(uint64_t v, unsigned width) { return width >= 8 ? v : v & ((
 
 // The guest walker's port for a side-effect-free walk: reads through the memslots, pretends to
 // set A/D bits (they never change which entries a walk reads or what it yields).
-class DryRunPort {
- public:
-  explicit DryRunPort(const guest::Memslots& slots) : slots_(slots) {}
-  template <class Entry>
-  bool read_entry(uint64_t gpa, Entry& out) {
-    const guest::Memslot* s = slots_.find(gpa >> x86::PAGE_SHIFT);
-    if (!s) return false;
-    std::memcpy(&out, s->host_page(gpa >> x86::PAGE_SHIFT) + (gpa & x86::PAGE_OFFSET_MASK), sizeof(Entry));
-    return true;
-  }
-  template <class Entry>
-  guest::EntryUpdate update_entry(uint64_t, Entry, Entry) {
-    return guest::EntryUpdate::Done;
-  }
-
- private:
-  const guest::Memslots& slots_;
-};
+using DryRunPort = guest::ReadOnlyPort;
 
 struct Table {
   Fmt fmt = Fmt::L4;

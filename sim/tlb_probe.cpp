@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "guest/guest_memory.hpp"
+#include "guest/read_only_port.hpp"
 #include "guest/walker.hpp"
 
 namespace vmmu::sim {
@@ -10,25 +11,7 @@ namespace vmmu::sim {
 namespace {
 
 // Reads guest tables through the memslots and writes nothing: the access already set A/D.
-class SideEffectFreePort {
- public:
-  explicit SideEffectFreePort(const guest::Memslots& slots) : slots_(slots) {}
-
-  template <class Entry>
-  bool read_entry(uint64_t gpa, Entry& out) {
-    const guest::Memslot* s = slots_.find(gpa >> x86::PAGE_SHIFT);
-    if (!s) return false;
-    out = guest::GuestMemory::atomic_load<Entry>(s->host_page(gpa >> x86::PAGE_SHIFT) + (gpa & x86::PAGE_OFFSET_MASK));
-    return true;
-  }
-  template <class Entry>
-  guest::EntryUpdate update_entry(uint64_t, Entry, Entry) {
-    return guest::EntryUpdate::Done;
-  }
-
- private:
-  const guest::Memslots& slots_;
-};
+using SideEffectFreePort = guest::ReadOnlyPort;
 
 // The guest walk's shape: levels read, leaf, global.
 void guest_dimension(const Vcpu& vcpu, const guest::WalkResult& w, bool translated, WalkFacts& f) {
