@@ -1,5 +1,6 @@
 // The bad-input corpus: `vmmu replay` on every malformed file of tests/bad_input/ (one file per
-// kind of malformed input), with --mmu=none and with --mmu=tdp. For each, as VMT-FORMAT.md says:
+// kind of malformed input), with --mmu=none and with --mmu=tdp; and `vmmu import` on every
+// malformed trace of tests/bad_input/traces/. For each, as VMT-FORMAT.md says:
 //  - the exit status is exactly 2 (a crash, a sanitizer report or an uncaught exception is not),
 //  - stderr is exactly the one line frozen in NAME.expected: `NAME.vmt:LINE: what is wrong`,
 //  - stdout is exactly what the lines before LINE print on their own (the file cut just before the
@@ -55,13 +56,14 @@ struct Outcome {
   std::string out, err;
 };
 
-// `vmmu replay NAME --mmu=MODE` run from `dir`, so that messages name the file as NAME. Spawned
+// `vmmu ARGS...` run from `dir`, so that messages name files as the arguments do. Spawned
 // directly, without a shell: process creation is most of this test's time.
-Outcome replay(const fs::path& dir, const std::string& name, const std::string& mode, const fs::path& scratch) {
+Outcome run_vmmu_in(const fs::path& dir, std::vector<std::string> args, const fs::path& scratch) {
   const std::string out = (scratch / "stdout").string(), err = (scratch / "stderr").string();
-  const std::string mmu = "--mmu=" + mode;
-  std::string binary = VMMU_BINARY, replay_cmd = "replay", file = name;
-  char* const argv[] = {binary.data(), replay_cmd.data(), file.data(), const_cast<char*>(mmu.c_str()), nullptr};
+  args.insert(args.begin(), VMMU_BINARY);
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addchdir_np(&actions, dir.c_str());
@@ -69,7 +71,7 @@ Outcome replay(const fs::path& dir, const std::string& name, const std::string& 
   posix_spawn_file_actions_addopen(&actions, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   Outcome r;
   pid_t pid = 0;
-  const int spawned = posix_spawn(&pid, VMMU_BINARY, &actions, nullptr, argv, environ);
+  const int spawned = posix_spawn(&pid, VMMU_BINARY, &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   if (spawned != 0) {
     r.err = "posix_spawn failed";
@@ -82,6 +84,11 @@ Outcome replay(const fs::path& dir, const std::string& name, const std::string& 
   r.out = read_file(out);
   r.err = read_file(err);
   return r;
+}
+
+// `vmmu replay NAME --mmu=MODE` run from `dir`.
+Outcome replay(const fs::path& dir, const std::string& name, const std::string& mode, const fs::path& scratch) {
+  return run_vmmu_in(dir, {"replay", name, "--mmu=" + mode}, scratch);
 }
 
 // The LINE of `FILE:LINE: message`, or 0.
@@ -199,6 +206,43 @@ INSTANTIATE_TEST_SUITE_P(Corpus, BinaryBadInputTest, ::testing::ValuesIn(corpus_
                            return name;
                          });
 
+// Malformed traces (tests/bad_input/traces/KIND-WHAT.EXT, the message in FILE.expected): `vmmu
+// import KIND FILE` exits with status 2 and its last line on stderr is the frozen message, naming
+// the file, the line or record, and the field (a decompressor's own complaint may come before it).
+const fs::path kTraceCorpus = kCorpus / "traces";
+
+std::vector<fs::path> trace_corpus_files() {
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(kTraceCorpus))
+    if (e.is_regular_file() && e.path().extension() != ".expected") files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+class TraceBadInputTest : public BadInputTest {};
+
+TEST_P(TraceBadInputTest, ImportStopsWithItsMessage) {
+  const fs::path trace = GetParam();
+  const std::string name = trace.filename().string();
+  const std::string expected = read_file(kTraceCorpus / (name + ".expected"));
+  ASSERT_TRUE(!expected.empty() && expected.back() == '\n' && expected.find('\n') == expected.size() - 1)
+      << name << ".expected must hold exactly one line";
+  ASSERT_EQ(expected.rfind(name, 0), 0u) << "the message must name the file";
+  const std::string kind = name.substr(0, name.find('-'));
+  const Outcome r = run_vmmu_in(kTraceCorpus, {"import", kind, name, "-o", (scratch_ / "out.vmt").string()}, scratch_);
+  EXPECT_EQ(r.status, 2) << "stderr:\n" << r.err;
+  ASSERT_GE(r.err.size(), expected.size()) << r.err;
+  EXPECT_EQ(r.err.substr(r.err.size() - expected.size()), expected) << r.err;
+}
+
+INSTANTIATE_TEST_SUITE_P(Corpus, TraceBadInputTest, ::testing::ValuesIn(trace_corpus_files()),
+                         [](const ::testing::TestParamInfo<fs::path>& info) {
+                           std::string name = info.param.filename().string();
+                           for (char& c : name)
+                             if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+                           return name;
+                         });
+
 // Every message file has its input, and the corpus holds what it should.
 TEST(BadInputCorpus, EachExpectedHasItsInput) {
   for (const fs::path& expected : corpus_files(".expected")) {
@@ -209,6 +253,12 @@ TEST(BadInputCorpus, EachExpectedHasItsInput) {
   }
   EXPECT_GE(corpus_files(".vmt").size(), 40u);
   EXPECT_GE(corpus_files(".vmtb").size(), 5u);
+  for (const auto& e : fs::directory_iterator(kTraceCorpus)) {
+    const fs::path p = e.path();
+    if (p.extension() == ".expected") EXPECT_TRUE(fs::exists(kTraceCorpus / p.stem())) << p << " has no input";
+    else EXPECT_TRUE(fs::exists(kTraceCorpus / (p.filename().string() + ".expected"))) << p << " has no .expected";
+  }
+  EXPECT_GE(trace_corpus_files().size(), 10u);
 }
 
 }  // namespace
