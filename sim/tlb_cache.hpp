@@ -38,6 +38,7 @@ class TlbCache {
   // The flags of `tag`'s entry (made most recently used), or -1. `index` picks the set (its low
   // bits); a tag must always come with the same index.
   int find(uint64_t tag, uint64_t index) {
+    if (!ways_) return -1;  // a structure configured away: no slots to index
     uint64_t* set = set_of(index);
     const uint64_t want = tag + 1;
     for (unsigned w = 0; w < ways_; ++w) {
