@@ -42,6 +42,7 @@
 #include "sim/vmt_reader.hpp"
 #include "vm/vm.hpp"
 #include "x86/page_table_entry.hpp"
+#include "tests/sim/equivalence_rule.hpp"
 
 namespace vmmu::sim {
 namespace {
@@ -472,26 +473,15 @@ Replay replay_model(const std::vector<Op>& ops) {
 }
 
 // ---- comparing ----------------------------------------------------------------------------------
-struct SlotInfo {
-  uint64_t base_gfn, npages;
-  guest::HostPageSize host;
-};
-using SlotLayout = std::map<uint32_t, SlotInfo>;
+using test::SlotLayout;
 
 // The memslots at each `age` op (by line), to judge the gfns an engine may add.
 std::map<uint64_t, SlotLayout> age_layouts(const std::vector<Op>& ops) {
   std::map<uint64_t, SlotLayout> out;
   SlotLayout now;
   for (const Op& op : ops) {
-    switch (op.kind) {
-      case OpKind::Memslot: now[op.id] = SlotInfo{op.addr >> x86::PAGE_SHIFT, op.size >> x86::PAGE_SHIFT, op.host_page}; break;
-      case OpKind::MemslotDelete: now.erase(op.id); break;
-      case OpKind::MemslotMove:
-        if (now.count(op.id)) now[op.id].base_gfn = op.addr >> x86::PAGE_SHIFT;
-        break;
-      case OpKind::Age: out[op.line] = now; break;
-      default: break;
-    }
+    if (op.kind == OpKind::Age) out[op.line] = now;
+    now.apply(op);
   }
   return out;
 }
@@ -510,47 +500,6 @@ uint64_t line_of(const std::string& text) {
   }
 }
 
-void normalize(json& j) {
-  if (j.contains("stats")) j["stats"] = nullptr;
-  if (j.contains("memory")) j["memory"] = nullptr;
-  if (j.value("op", "") == "audit") j.erase("violations");
-}
-
-std::vector<uint64_t> gfn_list(const json& a) {
-  std::vector<uint64_t> v;
-  for (const json& g : a) v.push_back(std::stoull(g.get<std::string>(), nullptr, 16));
-  return v;
-}
-
-// Age: the engine reports every gfn none reports, and only adds gfns in the same 2 MiB / 1 GiB
-// region of a host=2m/1g memslot as one of those.
-std::optional<std::string> age_difference(json ref, json eng, const SlotLayout& slots) {
-  if (!ref.contains("accessed") || !eng.contains("accessed")) return std::string("no \"accessed\" list");
-  const std::vector<uint64_t> r = gfn_list(ref["accessed"]), e = gfn_list(eng["accessed"]);
-  ref.erase("accessed");
-  eng.erase("accessed");
-  if (ref != eng) return std::string("results differ");
-  if (!std::is_sorted(e.begin(), e.end()) || std::adjacent_find(e.begin(), e.end()) != e.end())
-    return std::string("the engine's gfns are not sorted ascending");
-  const std::set<uint64_t> rs(r.begin(), r.end()), es(e.begin(), e.end());
-  for (uint64_t g : rs)
-    if (!es.count(g)) return fmt::format("the engine misses gfn 0x{:x}", g);
-  for (uint64_t g : es) {
-    if (rs.count(g)) continue;
-    const SlotInfo* slot = nullptr;
-    for (const auto& [id, s] : slots)
-      if (g >= s.base_gfn && g < s.base_gfn + s.npages) slot = &s;
-    if (!slot || slot->host == guest::HostPageSize::Size4K)
-      return fmt::format("extra gfn 0x{:x} is in no memslot with host=2m/1g", g);
-    const unsigned shift = slot->host == guest::HostPageSize::Size1G ? 18 : 9;
-    const bool shares = std::any_of(rs.begin(), rs.end(), [&](uint64_t x) {
-      return x >= slot->base_gfn && x < slot->base_gfn + slot->npages && (x >> shift) == (g >> shift);
-    });
-    if (!shares) return fmt::format("extra gfn 0x{:x} shares no host huge mapping with a gfn none reports", g);
-  }
-  return std::nullopt;
-}
-
 std::optional<Difference> compare_lines(const std::vector<std::string>& ref, const std::vector<std::string>& eng,
                                         const std::map<uint64_t, SlotLayout>& layouts) {
   const size_t n = std::max(ref.size(), eng.size());
@@ -565,13 +514,13 @@ std::optional<Difference> compare_lines(const std::vector<std::string>& ref, con
     } catch (const std::exception& e) {
       return Difference{i, line_of(ref[i]), std::string("not JSON: ") + e.what(), ref[i], eng[i]};
     }
-    normalize(a);
-    normalize(b);
+    test::normalize_result(a);
+    test::normalize_result(b);
     const uint64_t line = a.value("line", uint64_t{0});
     if (a.value("op", "") == "age" && b.value("op", "") == "age" && a["line"] == b["line"]) {
       if (skip_age()) continue;
       auto it = layouts.find(line);
-      if (auto why = age_difference(a, b, it != layouts.end() ? it->second : SlotLayout{}))
+      if (auto why = test::age_difference(a, b, it != layouts.end() ? it->second : SlotLayout{}))
         return Difference{i, line, "age: " + *why, ref[i], eng[i]};
       continue;
     }
@@ -787,9 +736,18 @@ TEST(EquivalenceHarness, AgeMayOnlyAddNeighboursInAHostHugeMapping) {
   if (skip_age()) GTEST_SKIP() << "VMMU_EQUIV_SKIP_AGE is set";
   // Slot 1: host=2m at gfn 0x200 (2 MiB); slot 2: host=4k at 0x1000; slot 3: host=1g at 0x40000.
   std::map<uint64_t, SlotLayout> layouts;
-  layouts[10] = SlotLayout{{1, {0x200, 0x400, guest::HostPageSize::Size2M}},
-                           {2, {0x1000, 0x10, guest::HostPageSize::Size4K}},
-                           {3, {0x40000, 0x40000, guest::HostPageSize::Size1G}}};
+  auto slot = [](uint32_t id, uint64_t gfn, uint64_t npages, guest::HostPageSize host) {
+    Op op;
+    op.kind = OpKind::Memslot;
+    op.id = id;
+    op.addr = gfn << x86::PAGE_SHIFT;
+    op.size = npages << x86::PAGE_SHIFT;
+    op.host_page = host;
+    return op;
+  };
+  layouts[10].apply(slot(1, 0x200, 0x400, guest::HostPageSize::Size2M));
+  layouts[10].apply(slot(2, 0x1000, 0x10, guest::HostPageSize::Size4K));
+  layouts[10].apply(slot(3, 0x40000, 0x40000, guest::HostPageSize::Size1G));
   auto age = [](std::vector<uint64_t> gfns) { return fmt::format(R"({{"line":10,"op":"age","accessed":{}}})", hex_array(gfns)); };
   auto differs = [&](std::vector<uint64_t> ref, std::vector<uint64_t> eng) {
     return compare_lines({age(ref)}, {age(eng)}, layouts).has_value();
