@@ -8,11 +8,11 @@
 
 namespace vmmu::sim {
 
-// The input cannot give its next op: `what()` is the whole message, file and position included
-// (`FILE:LINE: ...`, `FILE: record N (byte offset X): ...`, `FILE: zstd: ...`).
 // The two forms of a .vmt workload (docs/VMT-FORMAT.md); either may be compressed with zstd.
 enum class WorkloadForm : uint8_t { Text, Binary };
 
+// The input cannot give its next op: `what()` is the whole message, file and position included
+// (`FILE:LINE: ...`, `FILE: record N (byte offset X): ...`, `FILE: zstd: ...`).
 class OpSourceError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;

@@ -235,25 +235,8 @@ void Replayer::execute(const Op& op) {
 
 int replay_stream(std::istream& in, const std::string& file_name, Vm& vm, std::FILE* out, std::FILE* err,
                   ReplaySummary* summary, const ReplayOptions& options) {
-  Replayer replayer(vm, out, options);
-  VmtReader reader(in);
-  int status = 0;
-  try {
-    Op op;
-    while (reader.next(op)) replayer.apply(op);
-    status = replayer.exit_status();
-  } catch (const ParseError& e) {
-    replayer.flush();
-    std::fprintf(err, "%s:%llu: %s\n", file_name.c_str(), static_cast<unsigned long long>(e.line()), e.what());
-    status = 2;
-  } catch (const ReplayError& e) {
-    replayer.flush();
-    std::fprintf(err, "%s:%llu: %s\n", file_name.c_str(), static_cast<unsigned long long>(e.line()), e.what());
-    status = 2;
-  }
-  replayer.flush();
-  if (summary) *summary = replayer.summary();
-  return status;
+  VmtTextSource text(in, file_name);
+  return replay_stream(text, vm, out, err, summary, options);
 }
 
 int replay_stream(OpSource& in, Vm& vm, std::FILE* out, std::FILE* err, ReplaySummary* summary, const ReplayOptions& options) {

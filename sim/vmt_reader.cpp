@@ -618,4 +618,12 @@ Op VmtReader::parse_line(string_view text, uint64_t line) {
   return op;
 }
 
+bool VmtTextSource::next(Op& op) {
+  try {
+    return reader_.next(op);
+  } catch (const ParseError& e) {
+    throw OpSourceError(name_ + ":" + std::to_string(e.line()) + ": " + e.what());
+  }
+}
+
 }  // namespace vmmu::sim

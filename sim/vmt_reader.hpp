@@ -7,8 +7,10 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "sim/op.hpp"
+#include "sim/op_source.hpp"
 
 namespace vmmu::sim {
 
@@ -43,6 +45,19 @@ class VmtReader {
   bool eof_ = false;
   uint64_t line_ = 0;
   bool header_seen_ = false;
+};
+
+// The text form as an OpSource, named `name` in messages: a malformed line is an OpSourceError
+// `NAME:LINE: what is wrong`, and ops are placed as `NAME:LINE`.
+class VmtTextSource : public OpSource {
+ public:
+  VmtTextSource(std::istream& in, std::string name) : reader_(in), name_(std::move(name)) {}
+  bool next(Op& op) override;
+  std::string where(const Op& op) const override { return name_ + ":" + std::to_string(op.line); }
+
+ private:
+  VmtReader reader_;
+  std::string name_;
 };
 
 }  // namespace vmmu::sim

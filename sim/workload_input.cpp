@@ -35,7 +35,7 @@ void WorkloadInput::detect() {
     binary_ = std::make_unique<VmtBinaryReader>(*data);
   } else {
     text_stream_ = std::make_unique<std::istream>(data);
-    text_ = std::make_unique<VmtReader>(*text_stream_);
+    text_ = std::make_unique<VmtTextSource>(*text_stream_, name_);
   }
 }
 
@@ -46,8 +46,6 @@ bool WorkloadInput::next(Op& op) {
     if (text_) return text_->next(op);
     detect();
     return binary_ ? binary_->next(op) : text_->next(op);
-  } catch (const ParseError& e) {
-    throw OpSourceError(fmt::format("{}:{}: {}", name_, e.line(), e.what()));
   } catch (const BinaryFormatError& e) {
     throw OpSourceError(fmt::format("{}: {}: {}", name_, binary_position(e.record(), e.offset()), e.what()));
   } catch (const InputError& e) {
@@ -57,7 +55,7 @@ bool WorkloadInput::next(Op& op) {
 
 std::string WorkloadInput::where(const Op& op) const {
   if (binary_) return fmt::format("{}: {}", name_, binary_position(binary_->record(), binary_->record_offset()));
-  return fmt::format("{}:{}", name_, op.line);
+  return text_ ? text_->where(op) : name_;
 }
 
 }  // namespace vmmu::sim

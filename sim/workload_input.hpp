@@ -45,7 +45,7 @@ class WorkloadInput : public OpSource {
   std::unique_ptr<ChunkInBuf> raw_;   // the file's bytes
   std::unique_ptr<ZstdInBuf> zstd_;   // their decompression, if they are zstd
   std::unique_ptr<std::istream> text_stream_;
-  std::unique_ptr<VmtReader> text_;
+  std::unique_ptr<VmtTextSource> text_;
   std::unique_ptr<VmtBinaryReader> binary_;
   WorkloadForm form_ = WorkloadForm::Text;
   bool detected_ = false;
