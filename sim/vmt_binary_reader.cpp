@@ -1,13 +1,17 @@
 // The binary .vmt decoder (docs/VMT-FORMAT.md, "Binary form").
 //
-// Speed: records are decoded straight from a fixed window of the input with a one-byte fast path
-// for varints, and bounds checks that only throw at the window's edge (NeedMore), where the
-// window is refilled and the record decoded again from its start. Delta bases are committed only
-// when a record is complete, so a retry sees the same state.
+// Speed: the common records (read, write and fetch on the next line) are decoded in runs of up to
+// RUN, straight from a window of the input, with loop-free varints; next() then hands them out
+// one by one. Any other record, or anything wrong, goes to the full decoder (RecordDecoder),
+// whose bounds checks only throw at the window's edge (NeedMore), where the window is refilled
+// and the record decoded again from its start. Delta bases are committed only when a record is
+// complete, so a retry sees the same state.
 #include "sim/vmt_binary_reader.hpp"
 
 #include <fmt/format.h>
 
+#include <array>
+#include <bit>
 #include <cstring>
 
 namespace vmmu::sim {
@@ -16,29 +20,8 @@ namespace {
 
 namespace vb = vmt_binary;
 
-constexpr size_t WINDOW = size_t{64} << 10;
+constexpr size_t WINDOW = size_t{256} << 10;
 constexpr uint64_t PAGE = 4096;
-// The same as `op = Op{}`, but a few stores: compilers clear the whole struct (150 bytes) with a
-// `rep stos` that costs more than decoding a record.
-static_assert(sizeof(Op) == 152, "a field was added to Op: clear it in reset() too");
-inline void reset(Op& op) {
-  op.id = 0;
-  op.addr = op.size = op.value = 0;
-  op.width = 8;
-  op.dirty = DirtyLogAction::Get;
-  op.maxphyaddr.reset();
-  op.gbpages.reset();
-  op.la57.reset();
-  op.readonly = op.log = false;
-  op.host_page = guest::HostPageSize::Size4K;
-  op.regs.cr0.reset();
-  op.regs.cr3.reset();
-  op.regs.cr4.reset();
-  op.regs.efer.reset();
-  op.regs.cpl.reset();
-  op.regs.ac.reset();
-  op.regs.pkru.reset();
-}
 
 }  // namespace
 
@@ -109,7 +92,7 @@ class RecordDecoder {
       new_line = line + delta;
     }
 
-    reset(op);
+    r_.clear_op(op);
     op.kind = kind;
     op.line = new_line;
     const uint8_t width = static_cast<uint8_t>(1u << wcode);
@@ -313,14 +296,17 @@ VmtBinaryReader::VmtBinaryReader(std::streambuf& in) : in_(in), buf_(WINDOW) {}
 
 void VmtBinaryReader::fail(uint64_t record, uint64_t offset, const std::string& what) const { throw BinaryFormatError(record, offset, what); }
 
+void VmtBinaryReader::compact() {
+  if (pos_ == 0) return;
+  std::memmove(buf_.data(), buf_.data() + pos_, end_ - pos_);
+  window_offset_ += pos_;
+  end_ -= pos_;
+  pos_ = 0;
+}
+
 bool VmtBinaryReader::refill() {
   if (eof_) return false;
-  if (pos_ != 0) {
-    std::memmove(buf_.data(), buf_.data() + pos_, end_ - pos_);
-    window_offset_ += pos_;
-    end_ -= pos_;
-    pos_ = 0;
-  }
+  compact();
   // Whatever the stream holds now (at least one byte), so a pipe is decoded as it comes.
   if (std::streambuf::traits_type::eq_int_type(in_.sgetc(), std::streambuf::traits_type::eof())) {
     eof_ = true;
@@ -338,6 +324,18 @@ bool VmtBinaryReader::refill() {
   return true;
 }
 
+// Near the window's end: what the stream holds already (never waiting), so that records rarely
+// straddle the edge and the fast path keeps going.
+void VmtBinaryReader::top_up() {
+  if (eof_ || !fast_) return;
+  const std::streamsize avail = in_.in_avail();
+  if (avail <= 0) return;
+  compact();
+  const size_t room = buf_.size() - end_;
+  const std::streamsize got = in_.sgetn(reinterpret_cast<char*>(buf_.data() + end_), static_cast<std::streamsize>(std::min(room, static_cast<size_t>(avail))));
+  if (got > 0) end_ += static_cast<size_t>(got);
+}
+
 void VmtBinaryReader::read_header() {
   for (;;) {
     try {
@@ -345,6 +343,7 @@ void VmtBinaryReader::read_header() {
       d.header(note_);
       pos_ += d.used();
       header_done_ = true;
+      fast_ = true;
       return;
     } catch (const NeedMore&) {
       if (!refill()) fail(0, 0, "truncated: the input ends inside the header");
@@ -354,63 +353,127 @@ void VmtBinaryReader::read_header() {
 
 namespace {
 
-// A varint known to lie in the window; false if it is longer than 10 bytes or overflows (the
-// full decoder then says so).
-inline bool fast_varint(const uint8_t*& p, uint64_t& v) {
-  uint64_t x = *p++;
-  if (x < 0x80) [[likely]] {
-    v = x;
-    return true;
-  }
-  x &= 0x7f;
-  for (unsigned shift = 7; shift < 70; shift += 7) {
-    const uint64_t b = *p++;
-    if (shift == 63 && b > 1) return false;
-    x |= (b & 0x7f) << shift;
-    if (b < 0x80) {
-      v = x;
-      return true;
-    }
-  }
-  return false;
+// The 7-bit groups of up to 8 varint bytes (bytes past its end already cleared), packed.
+inline uint64_t pack7(uint64_t x) {
+  x &= 0x7f7f7f7f7f7f7f7f;
+  x = (x & 0x007f007f007f007f) | ((x & 0x7f007f007f007f00) >> 1);
+  x = (x & 0x00003fff00003fff) | ((x & 0x3fff00003fff0000) >> 2);
+  return (x & 0x000000000fffffff) | ((x & 0x0fffffff00000000) >> 4);
 }
 
-// The longest read/write/fetch record: tag, ID, GVA and VALUE of 10 bytes each.
-constexpr size_t MAX_ACCESS_RECORD = 31;
+// Bytes p[0..7], p[0] lowest (the varint order).
+inline uint64_t load64(const uint8_t* p) {
+  uint64_t x;
+  std::memcpy(&x, p, sizeof x);
+  if constexpr (std::endian::native == std::endian::big) x = __builtin_bswap64(x);
+  return x;
+}
+
+// A varint at p, where 16 bytes may be read, without a loop over its bytes (deltas and values have
+// random lengths, which a byte loop mispredicts). Its length, or 0 when it is longer than 10
+// bytes or overflows (the full decoder then says so).
+inline unsigned fast_varint(const uint8_t* p, uint64_t& v) {
+  const uint64_t a = load64(p);
+  const uint64_t ends = ~a & 0x8080808080808080;
+  if (ends != 0) [[likely]] {
+    const unsigned last = static_cast<unsigned>(__builtin_ctzll(ends));  // 7, 15, ..., 63
+    v = pack7(a & (~uint64_t{0} >> (63 - last)));
+    return last / 8 + 1;
+  }
+  // 9 or 10 bytes (random 64-bit values: either, at random).
+  const uint64_t b = load64(p + 8);
+  const uint64_t b8 = b & 0xff, b9 = (b >> 8) & 0xff;
+  const uint64_t ten = b8 >> 7;
+  v = pack7(a) | (b8 & 0x7f) << 56 | (b9 & ten) << 63;
+  const bool ok = ten == 0 || b9 <= 1;
+  return ok ? static_cast<unsigned>(9 + ten) : 0;
+}
+
+// What the fast path needs of a tag: a read, write or fetch (of width 1) on the next line.
+struct FastTag {
+  uint64_t wide;  // the bits a VALUE of this width must not have
+  uint8_t ok, kind, width, write, fetch;
+};
+constexpr std::array<FastTag, 256> make_fast_tags() {
+  std::array<FastTag, 256> t{};
+  for (unsigned tag = 0; tag < 256; ++tag) {
+    const unsigned code = tag & vb::TAG_CODE_MASK, wcode = tag >> vb::TAG_WIDTH_SHIFT;
+    if (!(tag & vb::TAG_NEXT_LINE) || code == 0 || code > vb::MAX_CODE) continue;
+    const OpKind k = vb::KIND_OF_CODE[code];
+    if (k != OpKind::Read && k != OpKind::Write && !(k == OpKind::Fetch && wcode == 0)) continue;
+    const unsigned width = 1u << wcode;
+    t[tag] = FastTag{width == 8 ? 0 : ~uint64_t{0} << (8 * width), 1, static_cast<uint8_t>(k), static_cast<uint8_t>(width),
+                     k == OpKind::Write, k == OpKind::Fetch};
+  }
+  return t;
+}
+constexpr std::array<FastTag, 256> FAST_TAGS = make_fast_tags();
+
+// The bytes the fast path may read: tag, a one-byte ID, then two varints read 16 bytes at a time.
+constexpr size_t FAST_BYTES = 2 + 10 + 16;
 
 }  // namespace
 
-// The hot path: a read, write or fetch on the next line, wholly in the window and valid. Anything
-// else (or anything wrong) goes to the full decoder, which gives the same op or the error.
-bool VmtBinaryReader::next(Op& op) {
-  if (end_ - pos_ >= MAX_ACCESS_RECORD && header_done_ && !ended_) [[likely]] {
-    const uint8_t* p = buf_.data() + pos_;
-    const uint8_t tag = *p++;
-    const uint8_t code = tag & vb::TAG_CODE_MASK;
-    constexpr uint8_t READ = vb::code_of(OpKind::Read), WRITE = vb::code_of(OpKind::Write), FETCH = vb::code_of(OpKind::Fetch);
-    uint64_t id, delta, value = 0;
-    const unsigned wcode = tag >> vb::TAG_WIDTH_SHIFT;
-    if ((tag & vb::TAG_NEXT_LINE) && (code == READ || code == WRITE || (code == FETCH && wcode == 0)) && line_ != UINT64_MAX &&
-        fast_varint(p, id) && id <= UINT32_MAX && fast_varint(p, delta) && (code != WRITE || fast_varint(p, value))) {
-      const uint8_t width = code == FETCH ? 1 : static_cast<uint8_t>(1u << wcode);
-      uint64_t& base = gva_[vb::gva_base_index(static_cast<uint32_t>(id), code == FETCH)];
-      const uint64_t gva = base + vb::unzigzag(delta);
-      if ((width == 8 || (value >> (8 * width)) == 0) && (gva & (PAGE - 1)) + width <= PAGE) {
-        reset(op);
-        op.kind = vb::KIND_OF_CODE[code];
-        op.line = ++line_;
-        op.id = static_cast<uint32_t>(id);
-        op.addr = base = gva;
-        op.width = width;
-        op.value = value;
-        ++record_;
-        record_offset_ = window_offset_ + pos_;
-        pos_ = static_cast<size_t>(p - buf_.data());
-        return true;
-      }
-    }
+bool VmtBinaryReader::next_slow(Op& op) {
+  if (end_ - pos_ < FAST_BYTES) [[unlikely]]
+    top_up();
+  if (decode_run() != 0) [[likely]] {
+    take(op);
+    return true;
   }
   return next_record(op);
+}
+
+// Accesses on the next line, wholly in the window and valid, up to RUN of them. The first other
+// record (or anything wrong) ends the run; the full decoder then gives that op or the error.
+uint32_t VmtBinaryReader::decode_run() {
+  if (!fast_ || line_ > UINT64_MAX - RUN) return 0;
+  // Locals, so that the stores below are not thought to change them.
+  const uint8_t* const buf = buf_.data();
+  const size_t end = end_;
+  const uint64_t window_offset = window_offset_;
+  uint64_t* const bases = gva_;
+  Access* const run = run_;
+  size_t pos = pos_;
+  uint32_t n = 0;
+  for (; n < RUN && end - pos >= FAST_BYTES; ++n) {
+    const uint8_t* const p = buf + pos;
+    const FastTag& t = FAST_TAGS[p[0]];
+    const uint64_t id = p[1];
+    if (!t.ok || id >= 0x80) break;
+    uint64_t delta, value = 0;
+    const unsigned glen = fast_varint(p + 2, delta);
+    unsigned vlen = 0;
+    bool ok = glen != 0;
+    if (t.write) {
+      vlen = fast_varint(p + 2 + glen, value);
+      ok &= vlen != 0;
+    }
+    const uint64_t width = t.width;
+    uint64_t& base = bases[vb::gva_base_index(static_cast<uint32_t>(id), t.fetch)];
+    const uint64_t gva = base + vb::unzigzag(delta);
+    ok &= (value & t.wide) == 0;
+    ok &= (gva & (PAGE - 1)) + width <= PAGE;
+    if (!ok) [[unlikely]]
+      break;
+    base = gva;
+    Access& a = run[n];
+    a.addr = gva;
+    a.value = value;
+    a.offset = window_offset + pos;
+    a.id = static_cast<uint32_t>(id);
+    a.kind = static_cast<OpKind>(t.kind);
+    a.width = static_cast<uint8_t>(width);
+    pos += 2 + glen + vlen;
+  }
+  if (n == 0) return 0;  // the last op returned keeps its position
+  run_line_ = line_ + 1;
+  line_ += n;
+  record_ += n;
+  pos_ = pos;
+  run_pos_ = 0;
+  run_end_ = n;
+  return n;
 }
 
 bool VmtBinaryReader::next_record(Op& op) {
@@ -426,9 +489,11 @@ bool VmtBinaryReader::next_record(Op& op) {
       pos_ += d.used();
       ++record_;
       record_offset_ = offset;
+      run_pos_ = run_end_ = 0;
       if (is_op) [[likely]]
         return true;
       ended_ = true;
+      fast_ = false;
       if (pos_ != end_ || refill()) fail(record_ + 1, window_offset_ + pos_, "data after the end record");
       return false;
     } catch (const NeedMore&) {

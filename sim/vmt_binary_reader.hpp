@@ -7,6 +7,7 @@
 // page-crossing rules, with the text reader's messages where the same thing is wrong. Garbage
 // never makes it crash or allocate more than its fixed input window.
 #include <cstdint>
+#include <cstring>
 #include <stdexcept>
 #include <streambuf>
 #include <string>
@@ -41,11 +42,17 @@ class VmtBinaryReader {
   explicit VmtBinaryReader(std::streambuf& in);
 
   // The next op, or false after the end record. Throws BinaryFormatError.
-  bool next(Op& op);
+  bool next(Op& op) {
+    if (run_pos_ < run_end_) [[likely]] {
+      take(op);
+      return true;
+    }
+    return next_slow(op);
+  }
 
   // The 1-based record number and byte offset of the last op returned.
-  uint64_t record() const { return record_; }
-  uint64_t record_offset() const { return record_offset_; }
+  uint64_t record() const { return record_ - (run_end_ - run_pos_); }
+  uint64_t record_offset() const { return run_pos_ != 0 ? run_[run_pos_ - 1].offset : record_offset_; }
   // The header's note (read with the first next()).
   const std::string& note() const { return note_; }
 
@@ -56,8 +63,46 @@ class VmtBinaryReader {
   struct NeedMore {};  // a record runs past the bytes in the window (thrown only at its edge)
   friend class RecordDecoder;
 
+  // A read, write or fetch on the next line, decoded ahead with others in a run: decoding runs
+  // keeps the record position in a register, as each record's start depends on the previous
+  // one's varint lengths.
+  struct Access {
+    uint64_t addr, value, offset;  // offset: the record's, in the input
+    uint32_t id;
+    OpKind kind;
+    uint8_t width;
+  };
+  static constexpr uint32_t RUN = 64;
+
+  void take(Op& op) {
+    const uint32_t i = run_pos_++;
+    const Access& a = run_[i];
+    // Loads are cheaper than the stores of a clear: clear only if an earlier op left something
+    // set (or'ed as integers: one branch, not fifteen).
+    const unsigned set = unsigned{op.maxphyaddr.has_value()} | unsigned{op.gbpages.has_value()} | unsigned{op.la57.has_value()} |
+                         unsigned{op.readonly} | unsigned{op.log} | unsigned{op.host_page != guest::HostPageSize::Size4K} |
+                         unsigned{op.dirty != DirtyLogAction::Get} | unsigned{op.size != 0} | unsigned{op.regs.cr0.has_value()} |
+                         unsigned{op.regs.cr3.has_value()} | unsigned{op.regs.cr4.has_value()} | unsigned{op.regs.efer.has_value()} |
+                         unsigned{op.regs.cpl.has_value()} | unsigned{op.regs.ac.has_value()} | unsigned{op.regs.pkru.has_value()};
+    if (set) [[unlikely]]
+      clear_op(op);
+    op.kind = a.kind;
+    op.line = run_line_ + i;
+    op.id = a.id;
+    op.addr = a.addr;
+    op.value = a.value;
+    op.width = a.width;
+  }
+  // `op = Op{}` in ten vector moves. Compilers turn a copy of a constant Op (or `Op{}`) into a
+  // `rep stos` that costs more than decoding a record; a member's value is not known to them.
+  void clear_op(Op& op) const { std::memcpy(static_cast<void*>(&op), &clean_, sizeof(Op)); }
+
+  bool next_slow(Op& op);    // a new run, or else one record by next_record
+  uint32_t decode_run();     // the accesses from pos_ on, into run_; how many
   bool next_record(Op& op);  // any record, with every check and message
   bool refill();             // more bytes into the window; false at the end of the input
+  void top_up();             // more bytes into the window if the stream has them now
+  void compact();            // moves the undecoded bytes to the window's start
   void read_header();
   [[noreturn]] void fail(uint64_t record, uint64_t offset, const std::string& what) const;
 
@@ -67,12 +112,19 @@ class VmtBinaryReader {
   uint64_t window_offset_ = 0;  // input offset of buf_[0]
   bool eof_ = false;
   bool header_done_ = false, ended_ = false;
+  bool fast_ = false;  // the header is read and the end record is not
   std::string note_;
   uint64_t record_ = 0, record_offset_ = 0;
   // Delta bases (committed only when a record decodes completely).
   uint64_t line_ = 1;
   uint64_t gva_[vmt_binary::GVA_BASES] = {};
   uint64_t gpa_ = 0;
+  // Accesses decoded ahead: run_[run_pos_, run_end_) are not returned yet (their records are
+  // committed: pos_, record_, line_ and the bases are past them); run_line_ is run_[0]'s line.
+  uint32_t run_pos_ = 0, run_end_ = 0;
+  uint64_t run_line_ = 0;
+  const Op clean_{};
+  Access run_[RUN];
 };
 
 }  // namespace vmmu::sim

@@ -306,6 +306,135 @@ TEST(VmtBinary, CliConvertThenReplayGivesTheSameJsonLines) {
   EXPECT_EQ(read_file(piped), expected);
 }
 
+// Accesses built directly: every GVA delta and VALUE length (1..10 bytes), every width, IDs on
+// both sides of one varint byte (128) and of the shared delta bases (256), runs longer than the
+// decoder's batch, broken by line gaps and other ops. Decoded all at once (the fast path for
+// accesses) and a byte at a time (the full decoder only): the same ops as written.
+std::vector<Op> access_mix(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<Op> ops;
+  uint64_t line = 1;
+  const uint32_t ids[] = {0, 1, 127, 128, 255, 256, 4000000000u};
+  for (size_t i = 0; i < n; ++i) {
+    Op op;
+    op.line = line += rng() % 50 == 0 ? 2 + rng() % 300 : 1;
+    const unsigned r = static_cast<unsigned>(rng() % 100);
+    if (r < 2) {
+      op.kind = OpKind::Poke;
+      op.addr = (rng() % (1u << 20)) & ~uint64_t{7};
+      op.value = rng();
+      ops.push_back(op);
+      continue;
+    }
+    if (r < 4) {
+      op.kind = OpKind::Invlpg;
+      op.id = ids[rng() % 3];
+      op.addr = rng();
+      ops.push_back(op);
+      continue;
+    }
+    op.kind = r < 40 ? OpKind::Fetch : r < 75 ? OpKind::Read : OpKind::Write;
+    op.id = rng() % 10 == 0 ? ids[rng() % std::size(ids)] : static_cast<uint32_t>(rng() % 2);
+    op.width = op.kind == OpKind::Fetch ? 1 : static_cast<uint8_t>(1u << (rng() % 4));
+    // Addresses of 7 * k significant bits give deltas of every varint length.
+    const unsigned bits = 1 + static_cast<unsigned>(rng() % 64);
+    const uint64_t addr = bits == 64 ? rng() : rng() & ((uint64_t{1} << bits) - 1);
+    op.addr = (addr & ~uint64_t{0xfff}) | (addr & 0xfff & ~uint64_t{op.width - 1u});
+    if (op.kind == OpKind::Write) {
+      const unsigned vbits = static_cast<unsigned>(rng() % (8 * op.width + 1));
+      op.value = vbits == 0 ? 0 : vbits == 64 ? rng() : rng() & ((uint64_t{1} << vbits) - 1);
+    }
+    ops.push_back(op);
+  }
+  return ops;
+}
+
+TEST(VmtBinaryFastPath, EveryLengthWidthAndIdDecodesAsTheFullDecoder) {
+  for (uint64_t seed = 1; seed <= 20; ++seed) {
+    SCOPED_TRACE(seed);
+    const std::vector<Op> ops = access_mix(3000, seed);
+    const std::string bin = to_binary(ops);
+    expect_same_ops(ops, binary_ops(bin));
+    expect_same_ops(ops, binary_ops(bin, 1));
+    expect_same_ops(ops, binary_ops(bin, 29));
+  }
+}
+
+// Files larger than the reader's window and the stream chunks: records cut at every refill, from
+// memory, through zstd, and from files.
+TEST(VmtBinaryFastPath, LargeInputsInEveryForm) {
+  TempDir dir;
+  const std::vector<Op> ops = access_mix(200000, 99);
+  const std::string bin = to_binary(ops);
+  ASSERT_GT(bin.size(), size_t{1} << 20);
+  expect_same_ops(ops, binary_ops(bin));
+  expect_same_ops(ops, binary_ops(bin, 4093));
+  const std::string z = zstd_compress(bin);
+  for (size_t step : {0, 100003}) {
+    const Input via = input_ops(z, "big.vmt.zst", step);
+    EXPECT_EQ(via.error, "");
+    expect_same_ops(ops, via.ops);
+  }
+  for (const auto& [name, bytes] : {std::pair{"big.vmtb", bin}, std::pair{"big.vmt.zst", z}}) {
+    const fs::path f = dir.path() / name;
+    std::ofstream(f, std::ios::binary) << bytes;
+    WorkloadInput in(f.string());
+    std::vector<Op> got;
+    for (Op op; in.next(op);) got.push_back(op);
+    expect_same_ops(ops, got);
+  }
+}
+
+// The position of each op (its record and byte offset) while runs are decoded ahead.
+TEST(VmtBinaryFastPath, RecordAndOffsetOfEachOp) {
+  const std::string magic(vmt_binary::MAGIC.data(), vmt_binary::MAGIC.size());
+  std::string bin = magic + "\x01\x04test"s;  // a 14-byte header
+  std::vector<uint64_t> offsets;
+  for (int i = 0; i < 300; ++i) {
+    offsets.push_back(bin.size());
+    if (i % 97 == 50) {
+      bin += "\x0b\x05\x00\x02"s;  // fetch 0, five lines on: the full decoder
+    } else {
+      bin += i % 3 == 0 ? "\x6a\x00\x10\xff\xff\x03"s : "\x2b\x00\x02"s;  // write 0 +8 2 0xffff / fetch 0 +1
+    }
+  }
+  bin += "\x00"s;
+  for (size_t step : {0, 1, 5}) {
+    SCOPED_TRACE(step);
+    PieceBuf buf(bin, step);
+    VmtBinaryReader r(buf);
+    Op op;
+    for (size_t i = 0; i < offsets.size(); ++i) {
+      ASSERT_TRUE(r.next(op));
+      EXPECT_EQ(r.record(), i + 1);
+      EXPECT_EQ(r.record_offset(), offsets[i]) << "op " << i;
+    }
+    EXPECT_FALSE(r.next(op));
+  }
+}
+
+// Clearing what an earlier op set (the fast path skips the clear when nothing is set).
+TEST(VmtBinaryFastPath, EveryFieldOfTheCallersOpIsCleared) {
+  const std::vector<Op> ops = text_ops(
+      "vmt 1\ncpu maxphyaddr=40 gbpages=1 la57=0\nread 0 0x10\nmemslot 3 0x100000 0x200000 ro log host=2m\nfetch 0 0x20\n"
+      "regs 7 cr0=0x80000011 cr3=0x1000 cr4=0x20 efer=0x500 cpl=3 ac=1 pkru=1\nwrite 0 0x30 1 5\ndirty-log 3 enable\nread 0 0x38\n"
+      "unmap 0x40000000 0x1000\nread 0 0x40 2\n");
+  const std::string bin = to_binary(ops);
+  expect_same_ops(ops, binary_ops(bin));
+  // A caller that changes the op between calls still gets clean ops.
+  PieceBuf buf(bin, 0);
+  VmtBinaryReader r(buf);
+  Op op;
+  for (const Op& want : ops) {
+    op.regs.cr4 = 1;
+    op.size = 2;
+    op.la57 = true;
+    op.value = 3;
+    ASSERT_TRUE(r.next(op));
+    EXPECT_EQ(describe(op), describe(want));
+  }
+}
+
 // ---- bad input: each kind with its message, every earlier op still yielded ----
 
 // A valid start: header, then `memslot 0 0 1M`, `vcpu 0`, `read 0 0x10 8` (lines 2, 3, 4).
@@ -360,6 +489,40 @@ TEST(VmtBinaryBadInput, EachKindHasItsMessage) {
   }
 }
 
+// The same bad records followed by many good ones: the fast path stops at each, and the full
+// decoder gives the same message, after the same ops.
+TEST(VmtBinaryBadInput, EachKindHasItsMessageInsideARun) {
+  std::string good;
+  for (int i = 0; i < 100; ++i) good += "\x2b\x00\x02"s;  // fetch 0 +1
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {"\x1f"s, "unknown tag 0x1f"},
+      {"\x6b\x00\x02\x00"s, "fetch: tag 0x6b has width bits, but fetch takes no width"},
+      {"\x29\x00\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80\x00"s, "read: GVA: varint longer than 10 bytes"},
+      {"\x29\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff\x02"s, "read: GVA: varint overflows 64 bits"},
+      {"\x2a\x00\x00\xff\xff\xff\xff\xff\xff\xff\xff\xff\x02"s, "write: VALUE: varint overflows 64 bits"},
+      {"\x2a\x00\x00\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80\x00"s, "write: VALUE: varint longer than 10 bytes"},
+      {"\x29\x80\x80\x80\x80\x10\x00"s, "read: ID: 4294967296 does not fit in 32 bits"},
+      {"\x2a\x00\x00\xa2\x04"s, "write: value 0x222 does not fit in width 1"},
+      {"\x6a\x00\x00\x80\x80\x04"s, "write: value 0x10000 does not fit in width 2"},
+      {"\xaa\x00\x00\x80\x80\x80\x80\x10"s, "write: value 0x100000000 does not fit in width 4"},
+      {"\xa9\x00\xdc\x3f"s, "read: 4-byte access at 0xffe crosses a 4 KiB page"},
+      {"\xe9\x00\xd2\x3f"s, "read: 8-byte access at 0xff9 crosses a 4 KiB page"},
+      {"\x09\x00"s, "read: line delta: 0: lines must increase"},
+  };
+  for (const auto& [tail, what] : cases) {
+    SCOPED_TRACE(what);
+    for (const std::string& before : {std::string(), good}) {
+      const std::string prefix = without_end(good_prefix()) + before;
+      const std::string message = "w.vmtb: record " + std::to_string(4 + before.size() / 3) + " (byte offset " + std::to_string(prefix.size()) + "): " + what;
+      for (size_t step : {0, 1, 3}) {
+        const Input r = input_ops(prefix + tail + good + "\x00"s, "w.vmtb", step);
+        EXPECT_EQ(r.error, message);
+        EXPECT_EQ(r.ops.size(), 3u + before.size() / 3);
+      }
+    }
+  }
+}
+
 TEST(VmtBinaryBadInput, Header) {
   const std::string magic(vmt_binary::MAGIC.data(), vmt_binary::MAGIC.size());
   EXPECT_EQ(input_ops(magic + "\x02").error, "w.vmtb: header (byte offset 0): unsupported binary .vmt version 2 (this reader reads version 1)");
@@ -407,6 +570,25 @@ TEST(VmtBinaryBadInput, ReplayStopsWithThePositionOfTheRefusedOp) {
   const std::string message(err_buf, err_len);
   std::free(err_buf);
   EXPECT_EQ(message.rfind(at_record_4("read: "), 0), 0u) << message;
+}
+
+TEST(VmtBinaryBadInput, RefusedOpInsideARunIsReportedAtItsRecord) {
+  // `read 5 ...` with no vcpu 5, between runs of good reads: the message names its record.
+  std::string good;
+  for (int i = 0; i < 100; ++i) good += "\x29\x00\x00"s;  // read 0 +0
+  const std::string prefix = without_end(good_prefix()) + good;
+  const std::string bin = prefix + "\x29\x05\x00"s + good + "\x00"s;
+  PieceBuf buf(bin, 0);
+  WorkloadInput in(buf, "w.vmtb");
+  char* err_buf = nullptr;
+  size_t err_len = 0;
+  std::FILE* err = open_memstream(&err_buf, &err_len);
+  Vm vm(VmConfig{MmuKind::None});
+  EXPECT_EQ(replay_stream(in, vm, nullptr, err), 2);
+  std::fclose(err);
+  const std::string message(err_buf, err_len);
+  std::free(err_buf);
+  EXPECT_EQ(message.rfind("w.vmtb: record 104 (byte offset " + std::to_string(prefix.size()) + "): read: ", 0), 0u) << message;
 }
 
 // Random damage to a valid file: a BinaryFormatError (or the end), never a crash or anything else,
