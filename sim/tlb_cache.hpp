@@ -7,6 +7,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "sim/tlb_config.hpp"
@@ -44,10 +45,7 @@ class TlbCache {
     for (unsigned w = 0; w < ways_; ++w) {
       const uint64_t s = set[w];
       if ((s >> FLAG_BITS) == want) {
-        if (w) {
-          std::memmove(set + 1, set, w * sizeof(uint64_t));
-          set[0] = s;
-        }
+        if (w) to_front(set, w);
         return static_cast<int>(s & FLAG_MASK);
       }
       if (!s) break;
@@ -63,9 +61,13 @@ class TlbCache {
     unsigned w = 0;
     while (w < ways_ - 1 && set[w] && (set[w] >> FLAG_BITS) != tag + 1) ++w;
     // w: the tag's own way, the first empty one, or the last (LRU) way; shift the ones before it.
-    std::memmove(set + 1, set, w * sizeof(uint64_t));
-    set[0] = slot;
+    set[w] = slot;
+    if (w) to_front(set, w);
+    used_ = true;
   }
+
+  // Whether an entry may be held (false only when none is: a lookup can skip the structure).
+  bool maybe_used() const { return used_; }
 
   // Drops `tag`'s entry; true when there was one.
   bool erase(uint64_t tag, uint64_t index) {
@@ -80,7 +82,10 @@ class TlbCache {
     return false;
   }
 
-  void clear() { std::fill(slots_.begin(), slots_.end(), 0); }
+  void clear() {
+    if (used_) std::fill(slots_.begin(), slots_.end(), 0);
+    used_ = false;
+  }
 
   // Keeps only the entries with every bit of `flags` set (order kept, empty slots last).
   void keep_only(unsigned flags) {
@@ -92,6 +97,7 @@ class TlbCache {
       }
       for (; out < ways_; ++out) slots_[base + out] = 0;
     }
+    used_ = size() != 0;
   }
 
   unsigned size() const {
@@ -102,9 +108,16 @@ class TlbCache {
 
  private:
   uint64_t* set_of(uint64_t index) { return &slots_[(index & set_mask_) * ways_]; }
+  // Moves way w to the front, the ways before it one back: a rotation through a register (a
+  // set is a few words; a memmove call would cost more than the move).
+  static void to_front(uint64_t* set, unsigned w) {
+    uint64_t carry = set[w];
+    for (unsigned i = 0; i <= w; ++i) std::swap(carry, set[i]);
+  }
 
   unsigned ways_ = 0;
   uint32_t set_mask_ = 0;
+  bool used_ = false;  // an entry was inserted since the last clear()
   std::vector<uint64_t> slots_;
 };
 

@@ -90,6 +90,7 @@ unsigned TlbModel::walk(uint64_t gva, x86::AccessKind kind, const WalkFacts& f) 
   // A page size the L1 structure lacks (a 1 GiB code page) lives in the STLB only.
   l1.by_size[c].insert(vpn, vpn, flags);
   (c < 2 ? stlb_ : stlb_1g_).insert(vpn << 2 | c, vpn, flags);
+  sizes_used_ |= static_cast<uint8_t>(1u << c);
   return refs;
 }
 
@@ -132,6 +133,7 @@ void TlbModel::flush_guest() {
     for (TlbCache& t : l1->by_size) t.clear();
   stlb_.clear();
   stlb_1g_.clear();
+  sizes_used_ = 0;
   clear_pscs();
 }
 

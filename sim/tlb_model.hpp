@@ -54,7 +54,7 @@ class TlbModel {
     const bool write = kind == x86::AccessKind::Write;
     Level1& l1 = kind == x86::AccessKind::Fetch ? itlb_ : dtlb_;
     for (unsigned c = 0; c < 3; ++c) {
-      if (!l1.by_size[c].enabled()) continue;
+      if (!(sizes_used_ >> c & 1)) continue;  // no entry of this size anywhere (most traces: 4 KiB only)
       const uint64_t vpn = gva >> SIZE_SHIFT[c];
       const int f = l1.by_size[c].find(vpn, vpn);
       if (f < 0) continue;
@@ -63,8 +63,8 @@ class TlbModel {
       return true;
     }
     for (unsigned c = 0; c < 3; ++c) {
+      if (!(sizes_used_ >> c & 1)) continue;
       TlbCache& s = c < 2 ? stlb_ : stlb_1g_;
-      if (!s.enabled()) continue;
       const uint64_t vpn = gva >> SIZE_SHIFT[c];
       const int f = s.find(vpn << 2 | c, vpn);
       if (f < 0) continue;
@@ -103,6 +103,7 @@ class TlbModel {
   void clear_pscs();
 
   TlbCounters& counters_;
+  uint8_t sizes_used_ = 0;  // bit c: an entry of size c may be held (set by fills, cleared by full flushes)
   Level1 dtlb_, itlb_;
   TlbCache stlb_, stlb_1g_;
   TlbCache psc_[6], nested_psc_[6];
