@@ -8,7 +8,8 @@
 
 namespace vmmu::sim {
 
-Replayer::Replayer(Vm& vm, std::FILE* out, const ReplayOptions& options) : vm_(vm), out_(out) {
+Replayer::Replayer(Vm& vm, std::FILE* out, const ReplayOptions& options)
+    : vm_(vm), out_(out), print_all_(out && options.results == ReplayResults::All), print_stats_(out != nullptr) {
   if (options.tlb) {
     summary_.tlb_model = true;
     tlb_ = std::make_unique<TlbReplay>(vm, options.tlb_config, summary_.tlb);
@@ -17,9 +18,19 @@ Replayer::Replayer(Vm& vm, std::FILE* out, const ReplayOptions& options) : vm_(v
 
 Replayer::~Replayer() = default;
 
+const ReplaySummary& Replayer::summary() const {
+  summary_.ops_by_kind.clear();
+  for (size_t k = 0; k < OP_KINDS; ++k)
+    if (ops_by_kind_[k]) summary_.ops_by_kind[std::string(op_name(static_cast<OpKind>(k)))] = ops_by_kind_[k];
+  summary_.accesses_by_mode.clear();
+  for (size_t m = 0; m < PAGING_MODES; ++m)
+    if (accesses_by_mode_[m]) summary_.accesses_by_mode[x86::name(static_cast<x86::PagingMode>(m))] = accesses_by_mode_[m];
+  return summary_;
+}
+
 void Replayer::apply(const Op& op) {
   ++summary_.ops;
-  ++summary_.ops_by_kind[std::string(op_name(op.kind))];
+  ++ops_by_kind_[static_cast<size_t>(op.kind)];
   try {
     execute(op);
     if (tlb_) tlb_->engine_check();  // memslot changes, dirty logging, unmap: the engine flushed
@@ -38,11 +49,13 @@ void Replayer::apply(const Op& op) {
     throw ReplayError(op.line, std::string(op_name(op.kind)) + ": " + e.what());
   } catch (const HostMemoryError& e) {
     ++summary_.host_errors;
+    if (!print_stats_) return;
     out_.begin(op.line, op_name(op.kind));
     out_.raw("error", nlohmann::json(std::string(e.what())).dump());
     out_.end();
   } catch (const std::bad_alloc&) {
     ++summary_.host_errors;
+    if (!print_stats_) return;
     out_.begin(op.line, op_name(op.kind));
     out_.raw("error", "\"host memory allocation failed\"");
     out_.end();
@@ -56,6 +69,7 @@ bool Replayer::small_guest() const {
 }
 
 void Replayer::print_fault(const Op& op, const x86::Fault& f) {
+  if (!print_all_) return;
   out_.begin(op.line, op_name(op.kind));
   out_.boolean("ok", false);
   if (f.vector == x86::VECTOR_PF) {
@@ -71,6 +85,7 @@ void Replayer::print_access(const Op& op, const AccessResult& r) {
   switch (r.status) {
     case AccessResult::Status::Ok:
       ++summary_.translated;
+      if (!print_all_) return;
       out_.begin(op.line, op_name(op.kind));
       out_.boolean("ok", true);
       out_.hex("gpa", r.gpa);
@@ -91,6 +106,7 @@ void Replayer::print_access(const Op& op, const AccessResult& r) {
     case AccessResult::Status::ReadOnly: {
       const bool ro = r.status == AccessResult::Status::ReadOnly;
       ++(ro ? summary_.readonly_writes : summary_.mmio);
+      if (!print_all_) return;
       out_.begin(op.line, op_name(op.kind));
       out_.boolean("ok", false);
       out_.boolean("mmio", true);
@@ -100,6 +116,11 @@ void Replayer::print_access(const Op& op, const AccessResult& r) {
       return;
     }
   }
+}
+
+Vcpu& Replayer::vcpu(uint32_t id) {
+  if (!last_vcpu_ || last_vcpu_->id() != id) last_vcpu_ = &vm_.vcpu(id);  // vCPUs live as long as the Vm
+  return *last_vcpu_;
 }
 
 void Replayer::execute(const Op& op) {
@@ -158,9 +179,9 @@ void Replayer::execute(const Op& op) {
     case OpKind::Read:
     case OpKind::Write:
     case OpKind::Fetch: {
-      Vcpu& v = vm_.vcpu(op.id);
+      Vcpu& v = vcpu(op.id);
       const AccessKind kind = op.kind == OpKind::Read ? AccessKind::Read : op.kind == OpKind::Write ? AccessKind::Write : AccessKind::Fetch;
-      ++summary_.accesses_by_mode[x86::name(v.state().mode())];
+      ++accesses_by_mode_[static_cast<size_t>(v.state().mode())];
       const AccessResult r = v.access(op.addr, kind, op.width, op.value);
       if (tlb_) tlb_->access(v, op.addr, kind, r);
       print_access(op, r);
@@ -168,6 +189,7 @@ void Replayer::execute(const Op& op) {
     }
     case OpKind::Peek: {
       const uint64_t v = vm_.read_guest(op.addr, op.width);
+      if (!print_all_) return;
       out_.begin(op.line, op_name(op.kind));
       out_.hex("value", v);
       out_.end();
@@ -184,6 +206,7 @@ void Replayer::execute(const Op& op) {
           std::vector<uint64_t>& last = last_dirty_get_[op.id];
           last.clear();
           for (uint64_t g : gfns) last.push_back(g - slot.base_gfn());
+          if (!print_all_) return;
           out_.begin(op.line, op_name(op.kind));
           out_.raw("gfns", hex_array(gfns));
           out_.end();
@@ -204,6 +227,7 @@ void Replayer::execute(const Op& op) {
       return;
     case OpKind::Age: {
       const std::vector<uint64_t> gfns = vm_.age(op.addr, op.size);
+      if (!print_all_) return;
       out_.begin(op.line, op_name(op.kind));
       out_.raw("accessed", hex_array(gfns));
       out_.end();
@@ -212,16 +236,18 @@ void Replayer::execute(const Op& op) {
     case OpKind::Audit: {
       const std::vector<std::string> violations = vm_.audit();
       ++summary_.audits;
+      if (!violations.empty()) ++summary_.audit_failures;
+      if (!print_stats_) return;
       out_.begin(op.line, op_name(op.kind));
       out_.boolean("ok", violations.empty());
       if (!violations.empty()) {
-        ++summary_.audit_failures;
         out_.raw("violations", nlohmann::json(violations).dump());
       }
       out_.end();
       return;
     }
     case OpKind::Stats: {
+      if (!print_stats_) return;
       const nlohmann::ordered_json s = vm_.stats();
       out_.begin(op.line, op_name(op.kind));
       out_.raw("stats", s["stats"].dump());

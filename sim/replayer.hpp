@@ -1,6 +1,7 @@
 #pragma once
 // Drives a Vm with the ops of a .vmt workload and writes one JSON object per result
 // (VMT-FORMAT.md, "Output"), while counting what happened for a human summary.
+#include <array>
 #include <cstdint>
 #include <cstdio>
 #include <istream>
@@ -30,7 +31,8 @@ class ReplayError : public std::runtime_error {
   uint64_t line_;
 };
 
-// What a replay did, for people (the JSON Lines are for machines).
+// What a replay did, for people (the JSON Lines are for machines). The maps keyed by names are
+// filled from array counters when the summary is asked for: the hot loop counts by index.
 struct ReplaySummary {
   uint64_t ops = 0;
   std::map<std::string, uint64_t> ops_by_kind;
@@ -45,9 +47,14 @@ struct ReplaySummary {
 
 class TlbReplay;
 
+// Which results a replay prints: every one (the contract's output), or only those of `stats`
+// and `audit` ops and host errors (a trace of billions of accesses, replayed for its counters).
+enum class ReplayResults : uint8_t { All, Stats };
+
 struct ReplayOptions {
   bool tlb = false;  // run the TLB cost model (sim/tlb_model.hpp); it changes no result
   TlbConfig tlb_config{};
+  ReplayResults results = ReplayResults::All;
 };
 
 class Replayer {
@@ -63,21 +70,30 @@ class Replayer {
   void apply(const Op& op);
   void flush() { out_.flush(); }
 
-  const ReplaySummary& summary() const { return summary_; }
+  const ReplaySummary& summary() const;
   // 0, or 3 when some op failed for lack of host memory.
   int exit_status() const { return summary_.host_errors ? 3 : 0; }
 
  private:
   void execute(const Op& op);
-  bool small_guest() const;  // at most 64 MiB of memslots: cheap enough to audit after every op
+  bool small_guest() const;
+  Vcpu& vcpu(uint32_t id);  // the Vm's, remembering the last one asked for  // at most 64 MiB of memslots: cheap enough to audit after every op
   void print_access(const Op& op, const AccessResult& r);
   void print_fault(const Op& op, const x86::Fault& f);
+  // Whether an op of this kind prints its result.
+  bool prints(OpKind kind) const { return print_all_ || (print_stats_ && (kind == OpKind::Stats || kind == OpKind::Audit)); }
 
   Vm& vm_;
   JsonLines out_;
-  ReplaySummary summary_;
+  const bool print_all_, print_stats_;
+  mutable ReplaySummary summary_;
+  static constexpr size_t OP_KINDS = static_cast<size_t>(OpKind::Stats) + 1;
+  static constexpr size_t PAGING_MODES = static_cast<size_t>(x86::PagingMode::Level5) + 1;
+  std::array<uint64_t, OP_KINDS> ops_by_kind_{};
+  std::array<uint64_t, PAGING_MODES> accesses_by_mode_{};
   std::map<uint32_t, std::vector<uint64_t>> last_dirty_get_;  // slot -> slot-relative pages
   std::unique_ptr<TlbReplay> tlb_;  // when ReplayOptions::tlb
+  Vcpu* last_vcpu_ = nullptr;
 };
 
 // Replays a whole .vmt stream. Malformed lines: `FILE:LINE: what is wrong` on `err`, status 2,

@@ -97,6 +97,11 @@ int main(int argc, char** argv) {
   std::string replay_tlb = "off";
   replay->add_option("--tlb", replay_tlb, "run the TLB and page-walk cost model; its counters join `stats` as \"tlb\" (on, off)")
       ->check(CLI::IsMember({"on", "off"}));
+  std::string replay_results = "all";
+  replay->add_option("--results", replay_results,
+                     "which results to print: all (one per op), or stats (only those of stats and audit ops, for replaying "
+                     "long traces for their counters)")
+      ->check(CLI::IsMember({"all", "stats"}));
 
   vmmu::tools::RunOptions run_options;
   std::string run_modes = "none,tdp,shadow";
@@ -138,6 +143,7 @@ int main(int argc, char** argv) {
   if (replay->parsed()) {
     vmmu::sim::ReplayOptions options;
     options.tlb = replay_tlb == "on";
+    options.results = replay_results == "stats" ? vmmu::sim::ReplayResults::Stats : vmmu::sim::ReplayResults::All;
     return replay_file(replay_path, config, stdout, options);
   }
   if (run->parsed()) {
