@@ -6,11 +6,13 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "guest/memslots.hpp"
+#include "mmu/asymmetric_fence.hpp"
 #include "mmu/access_result.hpp"
 #include "mmu/mmu_lock.hpp"
 #include "mmu/vcpu_context.hpp"
@@ -97,6 +99,15 @@ class Mmu {
   // models drop their cached translations when it moves; it is not a stat.
   uint64_t tlb_flush_count() const { return tlb_flushes_.load(std::memory_order_relaxed); }
 
+  // The vCPUs' software TLBs (mmu/translation_cache.hpp) are valid while this stays put.
+  uint64_t translation_generation() const { return translation_generation_.load(std::memory_order_seq_cst); }
+  // Every vCPU drops its software TLB before its next access, and none is still inside an access
+  // that used one when this returns (host frames may move after it).
+  void drop_translation_caches() {
+    translation_generation_.fetch_add(1, std::memory_order_seq_cst);
+    wait_for_accesses();
+  }
+
   // Invariant violations, each a line of text; empty when everything holds.
   virtual void audit(std::vector<std::string>& /*violations*/) const {}
   // Counters into `stats`, bytes by category into `memory` (with "mapping_total").
@@ -107,12 +118,27 @@ class Mmu {
     throw guest::UsageError(std::string("write tracking is not available with --mmu=") + name() + " (use --mmu=shadow)");
   }
 
-  void note_tlb_flush() { tlb_flushes_.fetch_add(1, std::memory_order_relaxed); }
+  // The engine zapped or write-protected SPTEs: hardware TLBs and software ones are stale.
+  void note_tlb_flush() {
+    tlb_flushes_.fetch_add(1, std::memory_order_relaxed);
+    translation_generation_.fetch_add(1, std::memory_order_seq_cst);
+  }
+  // Waits until every vCPU that was inside an access has left it (the wait of a remote TLB flush).
+  // The heavy half of the fence a software-TLB hit enters its epoch with (Vcpu::access).
+  void wait_for_accesses() const {
+    heavy_fence();
+    for (const VcpuContext* v : vcpus_) {
+      const uint64_t e = v->access_epoch.load(std::memory_order_seq_cst);
+      if (!(e & 1)) continue;
+      while (v->access_epoch.load(std::memory_order_seq_cst) == e) std::this_thread::yield();
+    }
+  }
 
   guest::Memslots& slots_;
   std::vector<VcpuContext*> vcpus_;
   MmuLock lock_;
   std::atomic<uint64_t> tlb_flushes_{0};
+  std::atomic<uint64_t> translation_generation_{0};
 };
 
 }  // namespace vmmu::mmu

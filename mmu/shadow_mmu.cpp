@@ -187,7 +187,7 @@ Mmu::HardwareMapping ShadowMmu::hardware_mapping(const VcpuContext& vcpu, uint64
   }
 }
 
-AccessResult ShadowMmu::perform(VcpuContext&, guest::Memslot& slot, uint64_t* p, uint64_t s, unsigned level, uint64_t first,
+AccessResult ShadowMmu::perform(VcpuContext& vcpu, guest::Memslot& slot, uint64_t* p, uint64_t s, unsigned level, uint64_t first,
                                 uint64_t gva, x86::AccessKind kind, unsigned width, uint64_t value) {
   const uint64_t offset = gva & (level_bytes(level) - 1);
   AccessResult r;
@@ -202,6 +202,11 @@ AccessResult ShadowMmu::perform(VcpuContext&, guest::Memslot& slot, uint64_t* p,
   }
   if (kind == x86::AccessKind::Read) r.value = guest::GuestMemory::load(host, width);
   if (write) guest::GuestMemory::store(host, width, value);
+  // Through a present SPTE with A (and D) set: a repeat needs nothing the software TLB lacks.
+  // Under a huge SPTE or in a direct page (a guest large page, or no guest paging) the guest
+  // page may be as large as 1 GiB.
+  const bool large = level > 1 || pool_.header(p)->role.direct();
+  if (vcpu.translations) vcpu.translations->fill(gva, r.gpa, host, kind, vcpu.state.cpl == 3, large ? 30 : x86::PAGE_SHIFT);
   return r;
 }
 

@@ -294,6 +294,7 @@ AccessResult TdpMmu::access(VcpuContext& vcpu, uint64_t gva, x86::AccessKind kin
   const guest::AccessMode mode{kind, vcpu.state.cpl == 3, vcpu.state.ac, vcpu.state.pkru};
   AccessResult r;
   Target t;
+  unsigned guest_page_shift = x86::PAGE_SHIFT;
   try {
     const guest::WalkResult w = guest::walk_guest(vcpu.paging, vcpu.pdptes, port, gva, mode);
     if (vcpu.paging.mode() != x86::PagingMode::Off) ++vs.walks;
@@ -304,6 +305,8 @@ AccessResult TdpMmu::access(VcpuContext& vcpu, uint64_t gva, x86::AccessKind kin
       return r;
     }
     r.gpa = w.walk.gpa;
+    if (vcpu.paging.mode() != x86::PagingMode::Off && w.walk.level > 1)  // 4 MiB pages in 32-bit paging
+      guest_page_shift = vcpu.paging.mode() == x86::PagingMode::Bits32 ? 22 : x86::PAGE_SHIFT + 9 * (w.walk.level - 1);
     t = translate_gfn(vcpu, r.gpa >> x86::PAGE_SHIFT, kind, true);
   } catch (const RetryAccess&) {
     ++vs.pf_retry;
@@ -321,6 +324,9 @@ AccessResult TdpMmu::access(VcpuContext& vcpu, uint64_t gva, x86::AccessKind kin
   uint8_t* host = t.host + (r.gpa & x86::PAGE_OFFSET_MASK);
   if (kind == x86::AccessKind::Read) r.value = guest::GuestMemory::load(host, width);
   if (kind == x86::AccessKind::Write) guest::GuestMemory::store(host, width, value);
+  // A and D are set in the guest's entries and the SPTE, the page is logged: until a flush,
+  // the same access needs none of this again.
+  if (vcpu.translations) vcpu.translations->fill(gva, r.gpa, host, kind, vcpu.state.cpl == 3, guest_page_shift);
   return r;
 }
 
@@ -447,11 +453,7 @@ void TdpMmu::zap_all_mmio() {
 void TdpMmu::remote_tlb_flush() {
   remote_tlb_flush_.fetch_add(1, std::memory_order_relaxed);
   note_tlb_flush();
-  for (VcpuContext* v : vcpus_) {
-    const uint64_t e = v->access_epoch.load(std::memory_order_seq_cst);
-    if (!(e & 1)) continue;
-    while (v->access_epoch.load(std::memory_order_seq_cst) == e) std::this_thread::yield();
-  }
+  wait_for_accesses();
 }
 
 // ---------------------------------------------------------------------------------------------

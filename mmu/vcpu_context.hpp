@@ -8,6 +8,7 @@
 
 #include "guest/memslot.hpp"
 #include "mmu/dirty_ring.hpp"
+#include "mmu/translation_cache.hpp"
 #include "x86/cpu_state.hpp"
 #include "x86/paging_context.hpp"
 
@@ -16,6 +17,21 @@ namespace vmmu::mmu {
 // An engine's per-vCPU data (page caches, cached roots, ...).
 struct VcpuMmuState {
   virtual ~VcpuMmuState() = default;
+};
+
+// Makes a vCPU's access epoch odd for its lifetime, even again however the access leaves (a host
+// allocation failure throws out of it): a remote TLB flush must never wait for an access that
+// ended.
+class AccessEpoch {
+ public:
+  explicit AccessEpoch(std::atomic<uint64_t>& epoch) : e_(epoch) { e_.fetch_add(1, std::memory_order_seq_cst); }
+  // Only the vCPU's own thread writes its epoch: leaving needs no locked instruction.
+  ~AccessEpoch() { e_.store(e_.load(std::memory_order_relaxed) + 1, std::memory_order_release); }
+  AccessEpoch(const AccessEpoch&) = delete;
+  AccessEpoch& operator=(const AccessEpoch&) = delete;
+
+ private:
+  std::atomic<uint64_t>& e_;
 };
 
 struct VcpuContext {
@@ -28,6 +44,9 @@ struct VcpuContext {
   // inside one has left it, so no access is still in flight through an SPTE it took away.
   std::atomic<uint64_t> access_epoch{0};
   std::unique_ptr<DirtyRing> dirty_ring;  // when the VM logs through rings too
+  // The vCPU's software TLB (engines only; null when the VM runs without one). Only the vCPU's
+  // own thread touches it.
+  std::unique_ptr<TranslationCache> translations;
 
   // A guest write by this vCPU dirtied `gfn` of `slot`: into the log, and into the ring when
   // the page was clean there.

@@ -15,6 +15,13 @@ Vcpu::Vcpu(Vm& vm, uint32_t id) : vm_(vm) {
   ctx_.id = id;
   ctx_.paging = x86::PagingContext(vm.model_, ctx_.state);
   if (vm.dirty_ring_entries_) ctx_.dirty_ring = std::make_unique<mmu::DirtyRing>(vm.dirty_ring_entries_);
+  // The reference walker stays uncached: it is the oracle the engines are checked against.
+  const uint32_t entries = vm.config_.translation_cache_entries;
+  if (entries && vm.config_.mmu != MmuKind::None) ctx_.translations = std::make_unique<mmu::TranslationCache>(entries);
+}
+
+void Vcpu::drop_translations() {
+  if (ctx_.translations) ctx_.translations->flush();
 }
 
 std::vector<mmu::DirtyRingEntry> Vcpu::harvest_dirty_ring() {
@@ -61,6 +68,8 @@ std::optional<x86::Fault> Vcpu::set_registers(const RegisterUpdate& u) {
   if (u.pkru) s.pkru = *u.pkru;
   check_state(s);
 
+  // AC and PKRU decide permissions too (the software TLB keeps entries per CPL).
+  if (u.touches_paging() || s.ac != ctx_.state.ac || s.pkru != ctx_.state.pkru) drop_translations();
   std::lock_guard g(vm_.mmu_->lock());
   if (!u.touches_paging()) {
     ctx_.state = s;
@@ -81,6 +90,7 @@ std::optional<x86::Fault> Vcpu::mov_cr3(uint64_t cr3) {
   x86::CpuState s = ctx_.state;
   s.cr3 = cr3;
   check_state(s);
+  drop_translations();
   std::lock_guard g(vm_.mmu_->lock());
   x86::PaePdptes pdptes = ctx_.pdptes;
   if (s.mode() == x86::PagingMode::Pae) {
@@ -95,11 +105,13 @@ std::optional<x86::Fault> Vcpu::mov_cr3(uint64_t cr3) {
 
 void Vcpu::invlpg(uint64_t gva) {
   if (!ctx_.state.long_mode() && (gva >> 32)) throw UsageError(fmt::format("gva 0x{:x} is 2^32 or more outside long mode", gva));
+  if (ctx_.translations) ctx_.translations->invlpg(gva);
   std::lock_guard g(vm_.mmu_->lock());
   vm_.mmu_->invlpg(ctx_, gva);
 }
 
 std::optional<x86::Fault> Vcpu::flush() {
+  drop_translations();
   std::lock_guard g(vm_.mmu_->lock());
   if (ctx_.state.mode() == x86::PagingMode::Pae) {
     x86::PaePdptes pdptes;
@@ -117,16 +129,15 @@ AccessResult Vcpu::access(uint64_t gva, AccessKind kind, unsigned width, uint64_
   if ((gva & x86::PAGE_OFFSET_MASK) + width > x86::PAGE_SIZE) throw UsageError(fmt::format("access of {} bytes at 0x{:x} crosses a page", width, gva));
   if (!ctx_.state.long_mode() && (gva >> 32)) throw UsageError(fmt::format("gva 0x{:x} is 2^32 or more outside long mode", gva));
   AccessResult r;
+  if (ctx_.translations && hit_translation(gva, kind, width, value, r)) {
+    count(r, kind);
+    return r;
+  }
   for (;;) {
     {
       std::shared_lock g(vm_.mmu_->lock());
-      // Odd while inside the access, even again however it leaves (a host allocation failure
-      // throws out of it): a remote TLB flush must never wait for an access that ended.
-      struct Epoch {
-        std::atomic<uint64_t>& e;
-        explicit Epoch(std::atomic<uint64_t>& epoch) : e(epoch) { e.fetch_add(1, std::memory_order_seq_cst); }
-        ~Epoch() { e.fetch_add(1, std::memory_order_release); }
-      } epoch(ctx_.access_epoch);
+      mmu::AccessEpoch epoch(ctx_.access_epoch);
+      if (ctx_.translations) ctx_.translations->sync(vm_.mmu_->translation_generation());
       r = vm_.mmu_->access(ctx_, gva, kind, width, value);
     }
     if (r.status != AccessResult::Status::Retry) break;
@@ -134,6 +145,28 @@ AccessResult Vcpu::access(uint64_t gva, AccessKind kind, unsigned width, uint64_
   }
   count(r, kind);
   return r;
+}
+
+bool Vcpu::hit_translation(uint64_t gva, AccessKind kind, unsigned width, uint64_t value, AccessResult& r) {
+  // Inside the epoch before the generation is read: whoever moves it next waits for this access
+  // to end before host frames move (Mmu::drop_translation_caches). Only this thread writes the
+  // epoch, and the fence's other half is the waiter's (mmu/asymmetric_fence.hpp): no locked
+  // instruction on a hit.
+  std::atomic<uint64_t>& epoch = ctx_.access_epoch;
+  const uint64_t e = epoch.load(std::memory_order_relaxed);
+  epoch.store(e + 1, std::memory_order_relaxed);
+  mmu::light_fence();
+  mmu::TranslationCache& tc = *ctx_.translations;
+  tc.sync(vm_.mmu_->translation_generation());
+  const mmu::TranslationCache::Hit* h = tc.find(gva, kind, ctx_.state.cpl == 3);
+  if (h) {
+    const uint64_t offset = gva & x86::PAGE_OFFSET_MASK;
+    r.gpa = h->gpa | offset;
+    if (kind == AccessKind::Read) r.value = guest::GuestMemory::load(h->host + offset, width);
+    if (kind == AccessKind::Write) guest::GuestMemory::store(h->host + offset, width, value);
+  }
+  epoch.store(e + 2, std::memory_order_release);
+  return h != nullptr;
 }
 
 void Vcpu::count(const AccessResult& r, AccessKind kind) {

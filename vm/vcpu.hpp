@@ -70,6 +70,9 @@ class Vcpu {
   void check_state(const x86::CpuState& s) const;
   std::optional<x86::Fault> load_pdptes(const x86::CpuState& s, x86::PaePdptes& out) const;
   void count(const AccessResult& r, AccessKind kind);
+  // The software TLB: performs the access and returns true on a hit.
+  bool hit_translation(uint64_t gva, AccessKind kind, unsigned width, uint64_t value, AccessResult& r);
+  void drop_translations();
 
   Vm& vm_;
   mmu::VcpuContext ctx_;

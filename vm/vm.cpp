@@ -48,7 +48,10 @@ std::optional<MmuKind> parse_mmu_kind(const std::string& s) {
 Vm::Vm(const VmConfig& config)
     : config_(config),
       slots_(config.allocator ? *config.allocator : guest::default_host_allocator()),
-      mmu_(make_mmu(config, slots_)) {}
+      mmu_(make_mmu(config, slots_)) {
+  const uint32_t n = config.translation_cache_entries;
+  if (n == 1 || (n & (n - 1))) throw UsageError(fmt::format("translation cache entries {} is not 0 or a power of two of at least 2", n));
+}
 Vm::~Vm() = default;
 
 void Vm::set_cpu_model(const x86::CpuModel& model) {
@@ -62,11 +65,13 @@ void Vm::add_memslot(const MemslotSpec& spec) {
   std::lock_guard g(mmu_->lock());
   mmu_->memslot_arrived(slots_.add(spec));
   mmu_->memslots_changed();
+  mmu_->drop_translation_caches();
 }
 
 void Vm::delete_memslot(uint32_t id) {
   std::lock_guard g(mmu_->lock());
   mmu_->memslot_leaving(slots_.get(id));
+  mmu_->drop_translation_caches();  // before its host memory goes
   slots_.remove(id);
   mmu_->memslots_changed();
 }
@@ -76,6 +81,7 @@ void Vm::move_memslot(uint32_t id, uint64_t gpa) {
   guest::Memslot& s = slots_.get(id);
   slots_.check_move(id, gpa);  // refuse before any mapping is dropped
   mmu_->memslot_leaving(s);
+  mmu_->drop_translation_caches();
   slots_.move(id, gpa);
   mmu_->memslot_arrived(s);
   mmu_->memslots_changed();
@@ -109,6 +115,7 @@ void Vm::write_guest(uint64_t gpa, unsigned width, uint64_t value) {
   slot_of_range(gpa, width);
   memory_.write(gpa, width, value);
   mmu_->vmm_write(gpa, width);
+  mmu_->drop_translation_caches();
 }
 
 uint64_t Vm::read_guest(uint64_t gpa, unsigned width) const {
@@ -128,6 +135,7 @@ void Vm::set_dirty_logging(uint32_t slot, bool on) {
   if (!slots_.set_dirty_logging(slot, on)) return;
   mmu_->dirty_logging_changed(slots_.get(slot));
   mmu_->memslots_changed();
+  mmu_->drop_translation_caches();
 }
 
 guest::Memslot& Vm::logged_slot(uint32_t slot) const {
@@ -162,6 +170,7 @@ void Vm::clear_dirty_chunks(guest::Memslot& s, std::vector<mmu::DirtyChunk>& chu
   mmu_->dirty_log_sync(s);
   for (mmu::DirtyChunk& c : chunks) c.mask = s.dirty_bitmap().clear_word_bits(c.first / 64, c.mask);
   mmu_->dirty_log_cleared(s, chunks);
+  mmu_->drop_translation_caches();  // a write through an old entry would not be logged
 }
 
 void Vm::clear_dirty_log(uint32_t slot, uint64_t first_page, const std::vector<uint64_t>& words) {
@@ -224,6 +233,7 @@ void Vm::unmap(uint64_t gpa, uint64_t size) {
   slot_of_range(gpa, size);
   const uint64_t gfn = gpa >> x86::PAGE_SHIFT, n = size >> x86::PAGE_SHIFT;
   mmu_->invalidate_start(gfn, n);
+  mmu_->drop_translation_caches();  // before the host frames move
   slots_.relocate(gfn, n);
   mmu_->invalidate_end(gfn, n);
 }
@@ -234,6 +244,7 @@ std::vector<uint64_t> Vm::age(uint64_t gpa, uint64_t size) {
   guest::Memslot& s = slot_of_range(gpa, size);
   const uint64_t gfn = gpa >> x86::PAGE_SHIFT, n = size >> x86::PAGE_SHIFT;
   mmu_->harvest_accessed(s, gfn, n);
+  mmu_->drop_translation_caches();  // the next use of each page must be seen again
   std::vector<uint64_t> out;
   const uint64_t first = gfn - s.base_gfn();
   s.accessed_bitmap().for_each_set(first, first + n, [&](uint64_t i) { out.push_back(s.base_gfn() + i); });
@@ -249,6 +260,7 @@ void Vm::set_write_notifier(mmu::WriteTrackNotifier* notifier) {
 void Vm::track_writes(uint64_t gfn, bool on) {
   std::lock_guard g(mmu_->lock());
   mmu_->track_writes(gfn, on);
+  mmu_->drop_translation_caches();  // writes to it must reach the engine now
 }
 
 std::vector<std::string> Vm::audit() const {
@@ -310,6 +322,10 @@ nlohmann::ordered_json Vm::stats() const {
   memory["dirty_bitmaps"] = dirty;
   memory["age_bitmaps"] = accessed;
   memory["relocated_frames"] = relocated * x86::PAGE_SIZE;
+  uint64_t translation_caches = 0;  // the vCPUs' software TLBs: a cache, not mapping metadata
+  for (const auto& [id, v] : vcpus_)
+    if (v->ctx_.translations) translation_caches += v->ctx_.translations->bytes();
+  memory["translation_caches"] = translation_caches;
   mmu_->report(stats, memory);
   nlohmann::ordered_json out;
   out["stats"] = stats;

@@ -37,6 +37,10 @@ struct VmConfig {
   // Where the VM's metadata (memslot bitmaps, the engine's tables and maps) gets host memory;
   // null: the heap and the arenas. It must outlive the Vm (tests inject refusals through it).
   guest::HostAllocator* allocator = nullptr;
+  // Engines: each vCPU keeps a software TLB of this many pages it used last (a power of two, 2 or more;
+  // 32 bytes each; mmu/translation_cache.hpp), so a repeat access skips the engine. 0: none,
+  // every access goes through the engine (for comparisons).
+  uint32_t translation_cache_entries = 8192;
 };
 
 // A memslot's dirty bitmap as KVM_GET_DIRTY_LOG returns it: bit i of words[i / 64] is the
