@@ -45,6 +45,44 @@ class MemoryBuf : public std::streambuf {
   }
 };
 
+// Synthetic lackey output: code fetched in runs with jumps, a stack page, and a heap walked
+// 8 bytes at a time with jumps now and then (the mix and address deltas of a real program).
+struct LackeyShape {
+  uint64_t accesses = 0;
+  uint64_t seed = 0;
+  unsigned fetch_percent = 0, stack_percent = 0;  // of the accesses; the heap takes the rest
+  unsigned stack_load_percent = 0;                // loads below it among stack accesses, stores above
+  uint64_t code_bytes = 0, code_jump_one_in = 0;
+  uint64_t heap_bytes = 0;
+  unsigned heap_jump_percent = 0;  // of the heap accesses, jumping anywhere in the heap
+  bool heap_modify = false;       // heap accesses: 18 % loads, 7 % stores, 5 % modifies (else 23/7/0)
+};
+
+void write_lackey(const fs::path& path, const LackeyShape& k) {
+  std::ofstream t(path);
+  std::mt19937_64 rng(k.seed);
+  const uint64_t code = 0x400000, heap_base = 0x10000000, stack = 0x7ffd0000;
+  uint64_t pc = code, heap = heap_base;
+  const unsigned stack_end = k.fetch_percent + k.stack_percent;
+  for (uint64_t i = 0; i < k.accesses; ++i) {
+    const unsigned r = static_cast<unsigned>(rng() % 100);
+    char line[64];
+    if (r < k.fetch_percent) {
+      pc = rng() % k.code_jump_one_in == 0 ? code + (rng() % k.code_bytes) : pc + 4;
+      std::snprintf(line, sizeof line, "I  %08llx,4\n", static_cast<unsigned long long>(pc));
+    } else if (r < stack_end) {
+      const char c = r < k.fetch_percent + k.stack_load_percent ? 'L' : 'S';
+      std::snprintf(line, sizeof line, " %c %08llx,8\n", c, static_cast<unsigned long long>(stack - (rng() % 512) * 8));
+    } else {
+      heap = rng() % 100 < k.heap_jump_percent ? heap_base + (rng() % k.heap_bytes) : heap + 8;
+      heap = (heap_base + (heap - heap_base) % k.heap_bytes) & ~uint64_t{7};
+      const char c = r < 88 ? 'L' : r < 95 || !k.heap_modify ? 'S' : 'M';
+      std::snprintf(line, sizeof line, " %c %08llx,8\n", c, static_cast<unsigned long long>(heap));
+    }
+    t << line;
+  }
+}
+
 struct ImportedTrace {
   std::vector<sim::Op> ops;
   std::string text, binary;
@@ -57,27 +95,9 @@ struct ImportedTrace {
     dir = fs::temp_directory_path() / ("vmmu-replay-bench-" + std::to_string(::getpid()));
     fs::create_directories(dir);
     const fs::path trace = dir / "trace.lackey";
-    {
-      std::ofstream t(trace);
-      std::mt19937_64 rng(42);
-      uint64_t pc = 0x400000, heap = 0x10000000;
-      const uint64_t stack = 0x7ffd0000;
-      for (uint64_t i = 0; i < TRACED_ACCESSES; ++i) {
-        const unsigned r = static_cast<unsigned>(rng() % 100);
-        char line[64];
-        if (r < 45) {
-          pc = rng() % 16 == 0 ? 0x400000 + (rng() % (4 << 20)) : pc + 4;  // jumps now and then
-          std::snprintf(line, sizeof line, "I  %08llx,4\n", static_cast<unsigned long long>(pc));
-        } else if (r < 70) {
-          std::snprintf(line, sizeof line, " %c %08llx,8\n", r < 60 ? 'L' : 'S', static_cast<unsigned long long>(stack - (rng() % 512) * 8));
-        } else {
-          heap = rng() % 8 == 0 ? 0x10000000 + (rng() % (64 << 20)) : heap + 8;  // arrays walked, now and then elsewhere
-          heap &= ~uint64_t{7};
-          std::snprintf(line, sizeof line, " %c %08llx,8\n", r < 88 ? 'L' : r < 95 ? 'S' : 'M', static_cast<unsigned long long>(heap));
-        }
-        t << line;
-      }
-    }
+    write_lackey(trace, {.accesses = TRACED_ACCESSES, .seed = 42, .fetch_percent = 45, .stack_percent = 25,
+                         .stack_load_percent = 15, .code_bytes = 4 << 20, .code_jump_one_in = 16,
+                         .heap_bytes = 64 << 20, .heap_jump_percent = 12, .heap_modify = true});
     sim::trace_import::TraceImportParams params;
     params.os.memory = 1ull << 30;
     params.os.vcpus = 2;
@@ -179,68 +199,44 @@ void BM_ReplayImportedTraceFromZst(benchmark::State& state) {
 }
 BENCHMARK(BM_ReplayImportedTraceFromZst)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 
-// The real program: `sort` recorded with valgrind (workloads/traces/sort.lackey.xz), imported
-// with `vmmu import`'s defaults.
-struct ShippedTrace {
+// A lackey trace imported as `vmmu import lackey TRACE -o NAME.vmt.zst` does, into a directory
+// of its own that goes with it.
+struct ZstWorkload {
   fs::path dir, zst;
   uint64_t ops = 0;
-  ~ShippedTrace() { fs::remove_all(dir); }
-  ShippedTrace() {
-    dir = fs::temp_directory_path() / ("vmmu-shipped-bench-" + std::to_string(::getpid()));
+  explicit ZstWorkload(const std::string& name) {
+    dir = fs::temp_directory_path() / ("vmmu-" + name + "-bench-" + std::to_string(::getpid()));
     fs::create_directories(dir);
-    zst = dir / "sort.vmt.zst";
+    zst = dir / (name + ".vmt.zst");
+  }
+  ~ZstWorkload() { fs::remove_all(dir); }
+  void import(const std::string& trace, const sim::trace_import::TraceImportParams& params) {
     sim::WorkloadOutput out(zst.string(), sim::output_format_for(zst.string()), "bench");
-    sim::trace_import::import_traces(sim::trace_import::TraceKind::Lackey, {std::string(VMMU_SOURCE_DIR) + "/workloads/traces/sort.lackey.xz"},
-                                     sim::trace_import::TraceImportParams{}, [&](const sim::Op& op) {
-                                       out.write(op);
-                                       ++ops;
-                                     });
+    sim::trace_import::import_traces(sim::trace_import::TraceKind::Lackey, {trace}, params, [&](const sim::Op& op) {
+      out.write(op);
+      ++ops;
+    });
     out.finish();
   }
+};
+
+// The real program: `sort` recorded with valgrind (workloads/traces/sort.lackey.xz), imported
+// with `vmmu import`'s defaults.
+struct ShippedTrace : ZstWorkload {
+  ShippedTrace() : ZstWorkload("sort") { import(std::string(VMMU_SOURCE_DIR) + "/workloads/traces/sort.lackey.xz", {}); }
 };
 
 // A long synthetic program at the operating point: 4 M accesses, code in 256 KiB, a
 // stack page, and a 16 MiB heap of 4 KiB pages walked with random jumps, so that about 9 % of the
 // accesses miss the modelled TLBs (their reach is 6 MiB) while first touches are a small share.
-struct SteadyTrace {
-  fs::path dir, zst;
-  uint64_t ops = 0;
-  ~SteadyTrace() { fs::remove_all(dir); }
-  SteadyTrace() {
-    dir = fs::temp_directory_path() / ("vmmu-steady-bench-" + std::to_string(::getpid()));
-    fs::create_directories(dir);
+struct SteadyTrace : ZstWorkload {
+  SteadyTrace() : ZstWorkload("steady") {
     const fs::path trace = dir / "steady.lackey";
-    {
-      std::ofstream t(trace);
-      std::mt19937_64 rng(7);
-      uint64_t pc = 0x400000, heap = 0x10000000;
-      const uint64_t stack = 0x7ffd0000;
-      for (uint64_t i = 0; i < 4000000; ++i) {
-        const unsigned r = static_cast<unsigned>(rng() % 100);
-        char line[64];
-        if (r < 40) {
-          pc = rng() % 32 == 0 ? 0x400000 + (rng() % (256 << 10)) : pc + 4;
-          std::snprintf(line, sizeof line, "I  %08llx,4\n", static_cast<unsigned long long>(pc));
-        } else if (r < 65) {
-          std::snprintf(line, sizeof line, " %c %08llx,8\n", r < 55 ? 'L' : 'S', static_cast<unsigned long long>(stack - (rng() % 512) * 8));
-        } else {
-          heap = rng() % 10 < 3 ? 0x10000000 + (rng() % (16 << 20)) : heap + 8;
-          heap = (0x10000000 + (heap - 0x10000000) % (16 << 20)) & ~uint64_t{7};
-          std::snprintf(line, sizeof line, " %c %08llx,8\n", r < 88 ? 'L' : 'S', static_cast<unsigned long long>(heap));
-        }
-        t << line;
-      }
-    }
-    zst = dir / "steady.vmt.zst";
-    sim::WorkloadOutput out(zst.string(), sim::output_format_for(zst.string()), "bench");
+    write_lackey(trace, {.accesses = 4000000, .seed = 7, .fetch_percent = 40, .stack_percent = 25, .stack_load_percent = 15,
+                         .code_bytes = 256 << 10, .code_jump_one_in = 32, .heap_bytes = 16 << 20, .heap_jump_percent = 30});
     sim::trace_import::TraceImportParams params;
     params.os.thp = false;  // 4 KiB pages: the heap is 4,096 of them, beyond the modelled TLBs' reach
-    sim::trace_import::import_traces(sim::trace_import::TraceKind::Lackey, {trace.string()}, params,
-                                     [&](const sim::Op& op) {
-                                       out.write(op);
-                                       ++ops;
-                                     });
-    out.finish();
+    import(trace.string(), params);
   }
 };
 

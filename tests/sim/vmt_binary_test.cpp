@@ -556,9 +556,9 @@ TEST(VmtBinaryBadInput, Zstd) {
   EXPECT_EQ(input_ops(std::string("\x28\xb5\x2f\xfd", 4), "w.vmt.zst").error.rfind("w.vmt.zst: zstd: ", 0), 0u);
 }
 
-TEST(VmtBinaryBadInput, ReplayStopsWithThePositionOfTheRefusedOp) {
-  // `read 5 ...` with no vcpu 5: the library refuses it; the message names the record.
-  const std::string bin = without_end(good_prefix()) + "\x29\x05\x00\x00"s;
+// Replays a binary workload that the library refuses partway: the status must be 2; returns
+// what was written on stderr.
+std::string replay_error(const std::string& bin) {
   PieceBuf buf(bin, 0);
   WorkloadInput in(buf, "w.vmtb");
   char* err_buf = nullptr;
@@ -569,6 +569,13 @@ TEST(VmtBinaryBadInput, ReplayStopsWithThePositionOfTheRefusedOp) {
   std::fclose(err);
   const std::string message(err_buf, err_len);
   std::free(err_buf);
+  return message;
+}
+
+TEST(VmtBinaryBadInput, ReplayStopsWithThePositionOfTheRefusedOp) {
+  // `read 5 ...` with no vcpu 5: the library refuses it; the message names the record.
+  const std::string bin = without_end(good_prefix()) + "\x29\x05\x00\x00"s;
+  const std::string message = replay_error(bin);
   EXPECT_EQ(message.rfind(at_record_4("read: "), 0), 0u) << message;
 }
 
@@ -578,16 +585,7 @@ TEST(VmtBinaryBadInput, RefusedOpInsideARunIsReportedAtItsRecord) {
   for (int i = 0; i < 100; ++i) good += "\x29\x00\x00"s;  // read 0 +0
   const std::string prefix = without_end(good_prefix()) + good;
   const std::string bin = prefix + "\x29\x05\x00"s + good + "\x00"s;
-  PieceBuf buf(bin, 0);
-  WorkloadInput in(buf, "w.vmtb");
-  char* err_buf = nullptr;
-  size_t err_len = 0;
-  std::FILE* err = open_memstream(&err_buf, &err_len);
-  Vm vm(VmConfig{MmuKind::None});
-  EXPECT_EQ(replay_stream(in, vm, nullptr, err), 2);
-  std::fclose(err);
-  const std::string message(err_buf, err_len);
-  std::free(err_buf);
+  const std::string message = replay_error(bin);
   EXPECT_EQ(message.rfind("w.vmtb: record 104 (byte offset " + std::to_string(prefix.size()) + "): read: ", 0), 0u) << message;
 }
 
