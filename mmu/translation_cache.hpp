@@ -10,8 +10,9 @@
 // - the vCPU drops every entry on MOV CR3, a flush and any register change (AC and PKRU
 //   included: permissions depend on them) but CPL (entries are kept per privilege), and the
 //   page's entries on INVLPG;
-// - every vCPU drops every entry when the engine zaps or write-protects, on memslot changes,
-//   dirty-log reads and clears, host invalidation and aging (Mmu::drop_translation_caches).
+// - every vCPU drops every entry when the engine zaps or write-protects (Mmu::note_tlb_flush),
+//   and on memslot changes, dirty-log clears, host invalidation, aging, VMM writes to guest memory
+//   and write-tracking changes (Mmu::drop_translation_caches, called by the Vm).
 // A workload that keeps the contract's cached-translation rule gets the same results with it.
 #include <cstdint>
 #include <vector>
