@@ -55,4 +55,21 @@ struct Op {
   RegisterUpdate regs;
 };
 
+// A read, write or fetch decoded ahead by a binary source, without an Op (AccessRun).
+struct AccessOp {
+  uint64_t addr, value;
+  uint64_t offset;  // the record's byte offset in the source (for its messages)
+  uint32_t id;
+  OpKind kind;
+  uint8_t width;
+};
+
+// Accesses on consecutive lines, the first on `first_line`: what a replay of a long trace mostly
+// executes, taken in runs so that no Op is built for each (OpSource::pending_accesses).
+struct AccessRun {
+  const AccessOp* ops = nullptr;
+  uint32_t count = 0;
+  uint64_t first_line = 0;
+};
+
 }  // namespace vmmu::sim

@@ -26,6 +26,12 @@ class OpSource {
   // Where the last op came from, to prefix a message about it (`op` is that op): `FILE:LINE`
   // for text, `FILE: record N (byte offset X)` for the binary form.
   virtual std::string where(const Op& op) const = 0;
+
+  // Accesses the source has decoded ahead of next() (empty when it has none ready: the binary
+  // form's are the only ones). The caller executes some of them in order and says how many with
+  // take_accesses(n) before anything else: where() then names the n-th, next() the op after it.
+  virtual AccessRun pending_accesses() { return {}; }
+  virtual void take_accesses(uint32_t /*n*/) {}
 };
 
 }  // namespace vmmu::sim

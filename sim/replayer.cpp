@@ -19,6 +19,11 @@ Replayer::Replayer(Vm& vm, std::FILE* out, const ReplayOptions& options)
 Replayer::~Replayer() = default;
 
 const ReplaySummary& Replayer::summary() const {
+  // Totals follow from the counters the hot loop keeps (one increment an access, not three).
+  summary_.ops = summary_.accesses = 0;
+  for (size_t k = 0; k < OP_KINDS; ++k) summary_.ops += ops_by_kind_[k];
+  for (OpKind k : {OpKind::Read, OpKind::Write, OpKind::Fetch}) summary_.accesses += ops_by_kind_[static_cast<size_t>(k)];
+  summary_.translated = summary_.accesses - summary_.page_faults - summary_.gp_faults - summary_.mmio - summary_.readonly_writes;
   summary_.ops_by_kind.clear();
   for (size_t k = 0; k < OP_KINDS; ++k)
     if (ops_by_kind_[k]) summary_.ops_by_kind[std::string(op_name(static_cast<OpKind>(k)))] = ops_by_kind_[k];
@@ -29,37 +34,64 @@ const ReplaySummary& Replayer::summary() const {
 }
 
 void Replayer::apply(const Op& op) {
-  ++summary_.ops;
   ++ops_by_kind_[static_cast<size_t>(op.kind)];
   try {
     execute(op);
     if (tlb_) tlb_->engine_check();  // memslot changes, dirty logging, unmap: the engine flushed
-#ifndef NDEBUG
-    // Debug builds check every engine invariant after every op on small guests.
-    if (op.kind != OpKind::Audit && small_guest()) {
-      const std::vector<std::string> v = vm_.audit();
-      if (!v.empty()) {
-        out_.flush();
-        std::fprintf(stderr, "line %llu: the audit after this op failed: %s\n", static_cast<unsigned long long>(op.line), v.front().c_str());
-        std::abort();
-      }
-    }
-#endif
+    if (op.kind != OpKind::Audit) debug_audit(op.line);
   } catch (const UsageError& e) {
     throw ReplayError(op.line, std::string(op_name(op.kind)) + ": " + e.what());
   } catch (const HostMemoryError& e) {
-    ++summary_.host_errors;
-    if (!print_stats_) return;
-    out_.begin(op.line, op_name(op.kind));
-    out_.raw("error", nlohmann::json(std::string(e.what())).dump());
-    out_.end();
+    host_error(op.line, op.kind, nlohmann::json(std::string(e.what())).dump());
   } catch (const std::bad_alloc&) {
-    ++summary_.host_errors;
-    if (!print_stats_) return;
-    out_.begin(op.line, op_name(op.kind));
-    out_.raw("error", "\"host memory allocation failed\"");
-    out_.end();
+    host_error(op.line, op.kind, "\"host memory allocation failed\"");
   }
+}
+
+void Replayer::apply(const AccessRun& run, uint32_t& done) {
+  while (done < run.count) {
+    uint64_t line = run.first_line + done;
+    OpKind kind = run.ops[done].kind;
+    try {
+      for (; done < run.count; ++done) {
+        const AccessOp& a = run.ops[done];
+        line = run.first_line + done;
+        kind = a.kind;
+        ++ops_by_kind_[static_cast<size_t>(kind)];
+        access(line, kind, a.id, a.addr, a.width, a.value);
+        debug_audit(line);
+      }
+      if (tlb_) tlb_->engine_check();
+    } catch (const UsageError& e) {
+      throw ReplayError(line, std::string(op_name(kind)) + ": " + e.what());
+    } catch (const HostMemoryError& e) {
+      host_error(line, kind, nlohmann::json(std::string(e.what())).dump());
+      ++done;
+    } catch (const std::bad_alloc&) {
+      host_error(line, kind, "\"host memory allocation failed\"");
+      ++done;
+    }
+  }
+}
+
+void Replayer::host_error(uint64_t line, OpKind kind, const std::string& json_message) {
+  ++summary_.host_errors;
+  if (!print_stats_) return;
+  out_.begin(line, op_name(kind));
+  out_.raw("error", json_message);
+  out_.end();
+}
+
+void Replayer::debug_audit([[maybe_unused]] uint64_t line) {
+#ifndef NDEBUG
+  // Debug builds check every engine invariant after every op on small guests.
+  if (!small_guest()) return;
+  const std::vector<std::string> v = vm_.audit();
+  if (v.empty()) return;
+  out_.flush();
+  std::fprintf(stderr, "line %llu: the audit after this op failed: %s\n", static_cast<unsigned long long>(line), v.front().c_str());
+  std::abort();
+#endif
 }
 
 bool Replayer::small_guest() const {
@@ -68,9 +100,9 @@ bool Replayer::small_guest() const {
   return pages <= (64ull << 20) >> x86::PAGE_SHIFT;
 }
 
-void Replayer::print_fault(const Op& op, const x86::Fault& f) {
+void Replayer::print_fault(uint64_t line, OpKind kind, const x86::Fault& f) {
   if (!print_all_) return;
-  out_.begin(op.line, op_name(op.kind));
+  out_.begin(line, op_name(kind));
   out_.boolean("ok", false);
   if (f.vector == x86::VECTOR_PF) {
     out_.raw("fault", fmt::format("{{\"vector\":{},\"error_code\":\"0x{:x}\",\"address\":\"0x{:x}\"}}", f.vector, f.error_code, f.address));
@@ -80,16 +112,14 @@ void Replayer::print_fault(const Op& op, const x86::Fault& f) {
   out_.end();
 }
 
-void Replayer::print_access(const Op& op, const AccessResult& r) {
-  ++summary_.accesses;
+void Replayer::print_result(uint64_t line, OpKind kind, const AccessResult& r) {
   switch (r.status) {
     case AccessResult::Status::Ok:
-      ++summary_.translated;
       if (!print_all_) return;
-      out_.begin(op.line, op_name(op.kind));
+      out_.begin(line, op_name(kind));
       out_.boolean("ok", true);
       out_.hex("gpa", r.gpa);
-      if (op.kind == OpKind::Read) out_.hex("value", r.value);
+      if (kind == OpKind::Read) out_.hex("value", r.value);
       out_.end();
       return;
     case AccessResult::Status::Fault:
@@ -99,7 +129,7 @@ void Replayer::print_access(const Op& op, const AccessResult& r) {
       } else {
         ++summary_.gp_faults;
       }
-      print_fault(op, r.fault);
+      print_fault(line, kind, r.fault);
       return;
     case AccessResult::Status::Retry:  // never leaves the library
     case AccessResult::Status::Mmio:
@@ -107,7 +137,7 @@ void Replayer::print_access(const Op& op, const AccessResult& r) {
       const bool ro = r.status == AccessResult::Status::ReadOnly;
       ++(ro ? summary_.readonly_writes : summary_.mmio);
       if (!print_all_) return;
-      out_.begin(op.line, op_name(op.kind));
+      out_.begin(line, op_name(kind));
       out_.boolean("ok", false);
       out_.boolean("mmio", true);
       if (ro) out_.boolean("readonly", true);
@@ -123,11 +153,20 @@ Vcpu& Replayer::vcpu(uint32_t id) {
   return *last_vcpu_;
 }
 
+inline void Replayer::access(uint64_t line, OpKind op, uint32_t id, uint64_t gva, unsigned width, uint64_t value) {
+  Vcpu& v = vcpu(id);
+  const AccessKind kind = op == OpKind::Read ? AccessKind::Read : op == OpKind::Write ? AccessKind::Write : AccessKind::Fetch;
+  ++accesses_by_mode_[static_cast<size_t>(v.context().paging.mode())];
+  const AccessResult r = v.access(gva, kind, width, value);
+  if (tlb_) tlb_->access(v, gva, kind, r);
+  print_access(line, op, r);
+}
+
 void Replayer::execute(const Op& op) {
   auto pdpte_fault = [&](const std::optional<x86::Fault>& f) {
     if (!f) return;
     ++summary_.pdpte_gp;
-    print_fault(op, *f);
+    print_fault(op.line, op.kind, *f);
   };
   switch (op.kind) {
     case OpKind::Cpu: {
@@ -178,15 +217,9 @@ void Replayer::execute(const Op& op) {
       return;
     case OpKind::Read:
     case OpKind::Write:
-    case OpKind::Fetch: {
-      Vcpu& v = vcpu(op.id);
-      const AccessKind kind = op.kind == OpKind::Read ? AccessKind::Read : op.kind == OpKind::Write ? AccessKind::Write : AccessKind::Fetch;
-      ++accesses_by_mode_[static_cast<size_t>(v.state().mode())];
-      const AccessResult r = v.access(op.addr, kind, op.width, op.value);
-      if (tlb_) tlb_->access(v, op.addr, kind, r);
-      print_access(op, r);
+    case OpKind::Fetch:
+      access(op.line, op.kind, op.id, op.addr, op.width, op.value);
       return;
-    }
     case OpKind::Peek: {
       const uint64_t v = vm_.read_guest(op.addr, op.width);
       if (!print_all_) return;
@@ -270,7 +303,21 @@ int replay_stream(OpSource& in, Vm& vm, std::FILE* out, std::FILE* err, ReplaySu
   int status = 0;
   Op op;
   try {
-    while (in.next(op)) replayer.apply(op);
+    for (;;) {
+      if (const AccessRun run = in.pending_accesses(); run.count) {
+        uint32_t done = 0;
+        try {
+          replayer.apply(run, done);
+        } catch (const ReplayError&) {
+          in.take_accesses(done + 1);  // where() names the access that failed
+          throw;
+        }
+        in.take_accesses(run.count);
+        continue;
+      }
+      if (!in.next(op)) break;
+      replayer.apply(op);
+    }
     status = replayer.exit_status();
   } catch (const OpSourceError& e) {
     replayer.flush();

@@ -68,6 +68,9 @@ class Replayer {
   // Executes one op. Throws ReplayError for a malformed line; a host allocation failure prints
   // the contract's "error" result and the replay goes on (exit status 3).
   void apply(const Op& op);
+  // Executes the run's accesses from `done` on, as apply() would one by one, counting them in
+  // `done` (on a ReplayError, the failed one is not counted).
+  void apply(const AccessRun& run, uint32_t& done);
   void flush() { out_.flush(); }
 
   const ReplaySummary& summary() const;
@@ -78,8 +81,16 @@ class Replayer {
   void execute(const Op& op);
   bool small_guest() const;
   Vcpu& vcpu(uint32_t id);  // the Vm's, remembering the last one asked for  // at most 64 MiB of memslots: cheap enough to audit after every op
-  void print_access(const Op& op, const AccessResult& r);
-  void print_fault(const Op& op, const x86::Fault& f);
+  void access(uint64_t line, OpKind op, uint32_t id, uint64_t gva, unsigned width, uint64_t value);
+  void host_error(uint64_t line, OpKind kind, const std::string& json_message);
+  void debug_audit(uint64_t line);
+  void print_access(uint64_t line, OpKind kind, const AccessResult& r) {
+    if (r.status == AccessResult::Status::Ok && !print_all_) [[likely]]
+      return;
+    print_result(line, kind, r);
+  }
+  void print_result(uint64_t line, OpKind kind, const AccessResult& r);
+  void print_fault(uint64_t line, OpKind kind, const x86::Fault& f);
   // Whether an op of this kind prints its result.
   bool prints(OpKind kind) const { return print_all_ || (print_stats_ && (kind == OpKind::Stats || kind == OpKind::Audit)); }
 

@@ -87,6 +87,7 @@ unsigned TlbModel::walk(uint64_t gva, x86::AccessKind kind, const WalkFacts& f) 
   const uint64_t vpn = gva >> SIZE_SHIFT[c];
   const unsigned flags = (f.global ? GLOBAL : 0) | (kind == x86::AccessKind::Write ? DIRTY : 0);
   Level1& l1 = kind == x86::AccessKind::Fetch ? itlb_ : dtlb_;
+  last_hit_[kind == x86::AccessKind::Fetch] = LastHit{};
   // A page size the L1 structure lacks (a 1 GiB code page) lives in the STLB only.
   l1.by_size[c].insert(vpn, vpn, flags);
   (c < 2 ? stlb_ : stlb_1g_).insert(vpn << 2 | c, vpn, flags);
@@ -100,6 +101,7 @@ void TlbModel::clear_pscs() {
 
 void TlbModel::new_cr3() {
   ++counters_.cr3_flushes;
+  forget_last_hits();
   for (Level1* l1 : {&dtlb_, &itlb_})
     for (TlbCache& t : l1->by_size) t.keep_only(GLOBAL);
   stlb_.keep_only(GLOBAL);
@@ -108,6 +110,7 @@ void TlbModel::new_cr3() {
 }
 
 void TlbModel::drop_address(uint64_t gva) {
+  forget_last_hits();
   for (unsigned c = 0; c < 3; ++c) {
     const uint64_t vpn = gva >> SIZE_SHIFT[c];
     dtlb_.by_size[c].erase(vpn, vpn);
@@ -129,6 +132,7 @@ void TlbModel::invlpg(uint64_t gva) {
 }
 
 void TlbModel::flush_guest() {
+  forget_last_hits();
   for (Level1* l1 : {&dtlb_, &itlb_})
     for (TlbCache& t : l1->by_size) t.clear();
   stlb_.clear();

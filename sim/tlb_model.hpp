@@ -52,13 +52,21 @@ class TlbModel {
   // the caller then learns the walk's facts and calls walk().
   bool lookup(uint64_t gva, x86::AccessKind kind) {
     const bool write = kind == x86::AccessKind::Write;
-    Level1& l1 = kind == x86::AccessKind::Fetch ? itlb_ : dtlb_;
+    const bool fetch = kind == x86::AccessKind::Fetch;
+    const uint64_t page = gva >> SIZE_SHIFT[0];
+    LastHit& last = last_hit_[fetch];
+    if (last.page == page && (!write || (last.flags & DIRTY))) [[likely]] {
+      ++counters_.l1_hits;
+      return true;
+    }
+    Level1& l1 = fetch ? itlb_ : dtlb_;
     for (unsigned c = 0; c < 3; ++c) {
       if (!(sizes_used_ >> c & 1)) continue;  // no entry of this size anywhere (most traces: 4 KiB only)
       const uint64_t vpn = gva >> SIZE_SHIFT[c];
       const int f = l1.by_size[c].find(vpn, vpn);
       if (f < 0) continue;
       if (write && !(f & DIRTY)) return dirty_walk_due();
+      last = LastHit{page, static_cast<unsigned>(f)};
       ++counters_.l1_hits;
       return true;
     }
@@ -70,6 +78,7 @@ class TlbModel {
       if (f < 0) continue;
       if (write && !(f & DIRTY)) return dirty_walk_due();
       l1.by_size[c].insert(vpn, vpn, static_cast<unsigned>(f));
+      last = LastHit{page, static_cast<unsigned>(f)};
       ++counters_.stlb_hits;
       return true;
     }
@@ -94,6 +103,17 @@ class TlbModel {
   struct Level1 {
     TlbCache by_size[3];
   };
+
+  // The 4 KiB page of each side's last L1 hit (0 data, 1 instruction) and its entry's flags. The
+  // entry is then first in its set, so a lookup of the same page would find it again and move
+  // nothing: it is counted without one, until that L1 TLB changes (forget_last_hits).
+  struct LastHit {
+    uint64_t page = NO_PAGE;
+    unsigned flags = 0;
+  };
+  static constexpr uint64_t NO_PAGE = ~uint64_t{0};
+  LastHit last_hit_[2];
+  void forget_last_hits() { last_hit_[0] = last_hit_[1] = LastHit{}; }
 
   bool dirty_walk_due() {
     ++counters_.dirty_walks;

@@ -20,7 +20,7 @@ class TlbReplay {
   TlbReplay(const Vm& vm, const TlbConfig& config, TlbCounters& counters);
 
   // After the access was performed, with its result.
-  void access(const Vcpu& vcpu, uint64_t gva, AccessKind kind, const AccessResult& result) {
+  [[gnu::always_inline]] void access(const Vcpu& vcpu, uint64_t gva, AccessKind kind, const AccessResult& result) {
     engine_check();
     ++counters_.accesses;
     const bool gp = result.status == AccessResult::Status::Fault && result.fault.vector != x86::VECTOR_PF;

@@ -414,10 +414,14 @@ constexpr size_t FAST_BYTES = 2 + 10 + 16;
 
 }  // namespace
 
-bool VmtBinaryReader::next_slow(Op& op) {
+bool VmtBinaryReader::next_run() {
   if (end_ - pos_ < FAST_BYTES) [[unlikely]]
     top_up();
-  if (decode_run() != 0) [[likely]] {
+  return decode_run() != 0;
+}
+
+bool VmtBinaryReader::next_slow(Op& op) {
+  if (next_run()) [[likely]] {
     take(op);
     return true;
   }

@@ -50,6 +50,13 @@ class VmtBinaryReader {
     return next_slow(op);
   }
 
+  // Accesses decoded ahead (OpSource::pending_accesses): a new run if none is left.
+  AccessRun pending_accesses() {
+    if (run_pos_ == run_end_ && !next_run()) return {};
+    return AccessRun{run_ + run_pos_, run_end_ - run_pos_, run_line_ + run_pos_};
+  }
+  void take_accesses(uint32_t n) { run_pos_ += n; }
+
   // The 1-based record number and byte offset of the last op returned.
   uint64_t record() const { return record_ - (run_end_ - run_pos_); }
   uint64_t record_offset() const { return run_pos_ != 0 ? run_[run_pos_ - 1].offset : record_offset_; }
@@ -63,15 +70,10 @@ class VmtBinaryReader {
   struct NeedMore {};  // a record runs past the bytes in the window (thrown only at its edge)
   friend class RecordDecoder;
 
-  // A read, write or fetch on the next line, decoded ahead with others in a run: decoding runs
-  // keeps the record position in a register, as each record's start depends on the previous
-  // one's varint lengths.
-  struct Access {
-    uint64_t addr, value, offset;  // offset: the record's, in the input
-    uint32_t id;
-    OpKind kind;
-    uint8_t width;
-  };
+  // Reads, writes and fetches on consecutive lines are decoded ahead in runs: decoding runs keeps
+  // the record position in a register, as each record's start depends on the previous one's
+  // varint lengths.
+  using Access = AccessOp;
   static constexpr uint32_t RUN = 64;
 
   void take(Op& op) {
@@ -98,6 +100,7 @@ class VmtBinaryReader {
   void clear_op(Op& op) const { std::memcpy(static_cast<void*>(&op), &clean_, sizeof(Op)); }
 
   bool next_slow(Op& op);    // a new run, or else one record by next_record
+  bool next_run();           // a new run; false if the next record is no access (or is bad)
   uint32_t decode_run();     // the accesses from pos_ on, into run_; how many
   bool next_record(Op& op);  // any record, with every check and message
   bool refill();             // more bytes into the window; false at the end of the input

@@ -47,10 +47,14 @@ bool WorkloadInput::next(Op& op) {
     detect();
     return binary_ ? binary_->next(op) : text_->next(op);
   } catch (const BinaryFormatError& e) {
-    throw OpSourceError(fmt::format("{}: {}: {}", name_, binary_position(e.record(), e.offset()), e.what()));
+    throw source_error(e);
   } catch (const InputError& e) {
     throw OpSourceError(fmt::format("{}: {}", name_, e.what()));
   }
+}
+
+OpSourceError WorkloadInput::source_error(const BinaryFormatError& e) const {
+  return OpSourceError(fmt::format("{}: {}: {}", name_, binary_position(e.record(), e.offset()), e.what()));
 }
 
 std::string WorkloadInput::where(const Op& op) const {

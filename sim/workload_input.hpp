@@ -30,6 +30,17 @@ class WorkloadInput : public OpSource {
   // uncompressed bytes), `FILE: zstd: what` or `FILE: read error: what`.
   bool next(Op& op) override;
   std::string where(const Op& op) const override;
+  AccessRun pending_accesses() override {
+    if (!binary_) return {};
+    try {
+      return binary_->pending_accesses();
+    } catch (const BinaryFormatError& e) {
+      throw source_error(e);
+    }
+  }
+  void take_accesses(uint32_t n) override {
+    if (binary_) binary_->take_accesses(n);
+  }
 
   const std::string& name() const { return name_; }
   // What the first bytes said (known after the first next()).
@@ -40,6 +51,7 @@ class WorkloadInput : public OpSource {
 
  private:
   void detect();
+  OpSourceError source_error(const BinaryFormatError& e) const;
 
   std::string name_;
   std::unique_ptr<ChunkInBuf> raw_;   // the file's bytes

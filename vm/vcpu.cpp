@@ -11,7 +11,7 @@
 
 namespace vmmu {
 
-Vcpu::Vcpu(Vm& vm, uint32_t id) : vm_(vm) {
+Vcpu::Vcpu(Vm& vm, uint32_t id) : vm_(vm), mmu_(*vm.mmu_) {
   ctx_.id = id;
   ctx_.paging = x86::PagingContext(vm.model_, ctx_.state);
   if (vm.dirty_ring_entries_) ctx_.dirty_ring = std::make_unique<mmu::DirtyRing>(vm.dirty_ring_entries_);
@@ -122,17 +122,16 @@ std::optional<x86::Fault> Vcpu::flush() {
   return std::nullopt;
 }
 
-AccessResult Vcpu::access(uint64_t gva, AccessKind kind, unsigned width, uint64_t value) {
+void Vcpu::refuse_access(uint64_t gva, AccessKind kind, unsigned width, uint64_t value) const {
   if (width != 1 && width != 2 && width != 4 && width != 8) throw UsageError(fmt::format("width {} is not 1, 2, 4 or 8", width));
   if (kind == AccessKind::Fetch && width != 1) throw UsageError("a fetch is one byte wide");
   if (width < 8 && (value >> (8 * width))) throw UsageError(fmt::format("value 0x{:x} is wider than {} bytes", value, width));
   if ((gva & x86::PAGE_OFFSET_MASK) + width > x86::PAGE_SIZE) throw UsageError(fmt::format("access of {} bytes at 0x{:x} crosses a page", width, gva));
-  if (!ctx_.state.long_mode() && (gva >> 32)) throw UsageError(fmt::format("gva 0x{:x} is 2^32 or more outside long mode", gva));
+  throw UsageError(fmt::format("gva 0x{:x} is 2^32 or more outside long mode", gva));
+}
+
+AccessResult Vcpu::engine_access(uint64_t gva, AccessKind kind, unsigned width, uint64_t value) {
   AccessResult r;
-  if (ctx_.translations && hit_translation(gva, kind, width, value, r)) {
-    count(r, kind);
-    return r;
-  }
   for (;;) {
     {
       std::shared_lock g(vm_.mmu_->lock());
@@ -147,34 +146,8 @@ AccessResult Vcpu::access(uint64_t gva, AccessKind kind, unsigned width, uint64_
   return r;
 }
 
-bool Vcpu::hit_translation(uint64_t gva, AccessKind kind, unsigned width, uint64_t value, AccessResult& r) {
-  // Inside the epoch before the generation is read: whoever moves it next waits for this access
-  // to end before host frames move (Mmu::drop_translation_caches). Only this thread writes the
-  // epoch, and the fence's other half is the waiter's (mmu/asymmetric_fence.hpp): no locked
-  // instruction on a hit.
-  std::atomic<uint64_t>& epoch = ctx_.access_epoch;
-  const uint64_t e = epoch.load(std::memory_order_relaxed);
-  epoch.store(e + 1, std::memory_order_relaxed);
-  mmu::light_fence();
-  mmu::TranslationCache& tc = *ctx_.translations;
-  tc.sync(vm_.mmu_->translation_generation());
-  const mmu::TranslationCache::Hit* h = tc.find(gva, kind, ctx_.state.cpl == 3);
-  if (h) {
-    const uint64_t offset = gva & x86::PAGE_OFFSET_MASK;
-    r.gpa = h->gpa | offset;
-    if (kind == AccessKind::Read) r.value = guest::GuestMemory::load(h->host + offset, width);
-    if (kind == AccessKind::Write) guest::GuestMemory::store(h->host + offset, width, value);
-  }
-  epoch.store(e + 2, std::memory_order_release);
-  return h != nullptr;
-}
-
 void Vcpu::count(const AccessResult& r, AccessKind kind) {
-  switch (kind) {
-    case AccessKind::Read: ++stats_.reads; break;
-    case AccessKind::Write: ++stats_.writes; break;
-    case AccessKind::Fetch: ++stats_.fetches; break;
-  }
+  count_kind(kind);
   switch (r.status) {
     case AccessResult::Status::Ok: break;
     case AccessResult::Status::Fault:

@@ -6,7 +6,10 @@
 #include <optional>
 #include <vector>
 
+#include "guest/guest_memory.hpp"
 #include "mmu/access_result.hpp"
+#include "mmu/asymmetric_fence.hpp"
+#include "mmu/mmu.hpp"
 #include "mmu/vcpu_context.hpp"
 #include "x86/access.hpp"
 #include "x86/page_fault.hpp"
@@ -62,19 +65,63 @@ class Vcpu {
   std::vector<mmu::DirtyRingEntry> harvest_dirty_ring();
   bool dirty_ring_full() const { return ctx_.dirty_ring && ctx_.dirty_ring->full(); }
 
-  // A guest access of `width` bytes (1, 2, 4 or 8) that must lie within one page.
-  AccessResult access(uint64_t gva, AccessKind kind, unsigned width = 8, uint64_t value = 0);
+  // A guest access of `width` bytes (1, 2, 4 or 8) that must lie within one page. A hit in the
+  // software TLB is done here, inline; anything else goes to the engine.
+  [[gnu::always_inline]] AccessResult access(uint64_t gva, AccessKind kind, unsigned width = 8, uint64_t value = 0) {
+    const bool bad_width = width > 8 || ((0x116u >> width) & 1) == 0;  // bits 1, 2, 4, 8
+    const bool bad_value = width < 8 && (value >> (8 * width));
+    const bool crosses = (gva & x86::PAGE_OFFSET_MASK) + width > x86::PAGE_SIZE;
+    const bool wide_gva = (gva >> 32) && !ctx_.state.long_mode();
+    if (bad_width | bad_value | crosses | wide_gva | (kind == AccessKind::Fetch && width != 1)) [[unlikely]]
+      refuse_access(gva, kind, width, value);
+    AccessResult r;
+    if (ctx_.translations && hit_translation(gva, kind, width, value, r)) [[likely]] {
+      count_kind(kind);
+      return r;
+    }
+    return engine_access(gva, kind, width, value);
+  }
 
  private:
   friend class Vm;
   void check_state(const x86::CpuState& s) const;
   std::optional<x86::Fault> load_pdptes(const x86::CpuState& s, x86::PaePdptes& out) const;
+  [[noreturn]] void refuse_access(uint64_t gva, AccessKind kind, unsigned width, uint64_t value) const;
+  AccessResult engine_access(uint64_t gva, AccessKind kind, unsigned width, uint64_t value);
   void count(const AccessResult& r, AccessKind kind);
+  void count_kind(AccessKind kind) {
+    switch (kind) {
+      case AccessKind::Read: ++stats_.reads; break;
+      case AccessKind::Write: ++stats_.writes; break;
+      case AccessKind::Fetch: ++stats_.fetches; break;
+    }
+  }
   // The software TLB: performs the access and returns true on a hit.
-  bool hit_translation(uint64_t gva, AccessKind kind, unsigned width, uint64_t value, AccessResult& r);
+  bool hit_translation(uint64_t gva, AccessKind kind, unsigned width, uint64_t value, AccessResult& r) {
+    // Inside the epoch before the generation is read: whoever moves it next waits for this
+    // access to end before host frames move (Mmu::drop_translation_caches). Only this thread
+    // writes the epoch, and the fence's other half is the waiter's (mmu/asymmetric_fence.hpp):
+    // no locked instruction on a hit.
+    std::atomic<uint64_t>& epoch = ctx_.access_epoch;
+    const uint64_t e = epoch.load(std::memory_order_relaxed);
+    epoch.store(e + 1, std::memory_order_relaxed);
+    mmu::light_fence();
+    mmu::TranslationCache& tc = *ctx_.translations;
+    tc.sync(mmu_.translation_generation());
+    const mmu::TranslationCache::Hit* h = tc.find(gva, kind, ctx_.state.cpl == 3);
+    if (h) [[likely]] {
+      const uint64_t offset = gva & x86::PAGE_OFFSET_MASK;
+      r.gpa = h->gpa | offset;
+      if (kind == AccessKind::Read) r.value = guest::GuestMemory::load(h->host + offset, width);
+      if (kind == AccessKind::Write) guest::GuestMemory::store(h->host + offset, width, value);
+    }
+    epoch.store(e + 2, std::memory_order_release);
+    return h != nullptr;
+  }
   void drop_translations();
 
   Vm& vm_;
+  const mmu::Mmu& mmu_;  // the Vm's, which outlives its vCPUs' accesses
   mmu::VcpuContext ctx_;
   VcpuStats stats_;
 };
