@@ -10,12 +10,13 @@ namespace vmmu::mmu {
 
 namespace detail {
 bool membarrier_available();
+// Set before main() runs; false (full fences: always safe) for anything running before that.
+inline const bool asymmetric_fences = membarrier_available();
 }  // namespace detail
 
 // Orders the fast side's earlier stores before its later loads, against heavy_fence().
 inline void light_fence() {
-  static const bool asymmetric = detail::membarrier_available();
-  if (asymmetric) [[likely]] {
+  if (detail::asymmetric_fences) [[likely]] {
     std::atomic_signal_fence(std::memory_order_seq_cst);
   } else {
     std::atomic_thread_fence(std::memory_order_seq_cst);

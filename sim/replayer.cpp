@@ -49,29 +49,28 @@ void Replayer::apply(const Op& op) {
 }
 
 void Replayer::apply(const AccessRun& run, uint32_t& done) {
-  while (done < run.count) {
-    uint64_t line = run.first_line + done;
-    OpKind kind = run.ops[done].kind;
+  uint32_t i = done;  // a local: `done` is stored once, not after every access
+  while (i < run.count) {
     try {
-      for (; done < run.count; ++done) {
-        const AccessOp& a = run.ops[done];
-        line = run.first_line + done;
-        kind = a.kind;
-        ++ops_by_kind_[static_cast<size_t>(kind)];
-        access(line, kind, a.id, a.addr, a.width, a.value);
-        debug_audit(line);
+      for (; i < run.count; ++i) {
+        const AccessOp& a = run.ops[i];
+        ++ops_by_kind_[static_cast<size_t>(a.kind)];
+        access<true>(run.first_line + i, a.kind, a.id, a.addr, a.width, a.value);
+        debug_audit(run.first_line + i);
       }
       if (tlb_) tlb_->engine_check();
     } catch (const UsageError& e) {
-      throw ReplayError(line, std::string(op_name(kind)) + ": " + e.what());
+      done = i;
+      throw ReplayError(run.first_line + i, std::string(op_name(run.ops[i].kind)) + ": " + e.what());
     } catch (const HostMemoryError& e) {
-      host_error(line, kind, nlohmann::json(std::string(e.what())).dump());
-      ++done;
+      host_error(run.first_line + i, run.ops[i].kind, nlohmann::json(std::string(e.what())).dump());
+      ++i;
     } catch (const std::bad_alloc&) {
-      host_error(line, kind, "\"host memory allocation failed\"");
-      ++done;
+      host_error(run.first_line + i, run.ops[i].kind, "\"host memory allocation failed\"");
+      ++i;
     }
   }
+  done = i;
 }
 
 void Replayer::host_error(uint64_t line, OpKind kind, const std::string& json_message) {
@@ -153,11 +152,14 @@ Vcpu& Replayer::vcpu(uint32_t id) {
   return *last_vcpu_;
 }
 
+template <bool WellFormed>
 inline void Replayer::access(uint64_t line, OpKind op, uint32_t id, uint64_t gva, unsigned width, uint64_t value) {
+  static_assert(static_cast<unsigned>(OpKind::Write) - static_cast<unsigned>(OpKind::Read) == static_cast<unsigned>(AccessKind::Write) &&
+                static_cast<unsigned>(OpKind::Fetch) - static_cast<unsigned>(OpKind::Read) == static_cast<unsigned>(AccessKind::Fetch));
   Vcpu& v = vcpu(id);
-  const AccessKind kind = op == OpKind::Read ? AccessKind::Read : op == OpKind::Write ? AccessKind::Write : AccessKind::Fetch;
+  const auto kind = static_cast<AccessKind>(static_cast<unsigned>(op) - static_cast<unsigned>(OpKind::Read));
   ++accesses_by_mode_[static_cast<size_t>(v.context().paging.mode())];
-  const AccessResult r = v.access(gva, kind, width, value);
+  const AccessResult r = WellFormed ? v.access_well_formed(gva, kind, width, value) : v.access(gva, kind, width, value);
   if (tlb_) tlb_->access(v, gva, kind, r);
   print_access(line, op, r);
 }
@@ -218,7 +220,7 @@ void Replayer::execute(const Op& op) {
     case OpKind::Read:
     case OpKind::Write:
     case OpKind::Fetch:
-      access(op.line, op.kind, op.id, op.addr, op.width, op.value);
+      access<false>(op.line, op.kind, op.id, op.addr, op.width, op.value);
       return;
     case OpKind::Peek: {
       const uint64_t v = vm_.read_guest(op.addr, op.width);

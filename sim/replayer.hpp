@@ -81,6 +81,9 @@ class Replayer {
   void execute(const Op& op);
   bool small_guest() const;
   Vcpu& vcpu(uint32_t id);  // the Vm's, remembering the last one asked for  // at most 64 MiB of memslots: cheap enough to audit after every op
+  // A read, write or fetch; `WellFormed`: decoded by a binary reader, which checked its width,
+  // value and page already.
+  template <bool WellFormed>
   void access(uint64_t line, OpKind op, uint32_t id, uint64_t gva, unsigned width, uint64_t value);
   void host_error(uint64_t line, OpKind kind, const std::string& json_message);
   void debug_audit(uint64_t line);

@@ -5,7 +5,7 @@
 namespace vmmu::sim {
 
 TlbReplay::TlbReplay(const Vm& vm, const TlbConfig& config, TlbCounters& counters)
-    : vm_(vm), config_(config), counters_(counters), native_(vm.mmu_kind() == MmuKind::None),
+    : vm_(vm), mmu_(vm.mmu()), config_(config), counters_(counters), native_(vm.mmu_kind() == MmuKind::None),
       engine_flushes_seen_(vm.mmu().tlb_flush_count()) {
   TlbModel check(config_, counters_);  // a bad geometry fails here, not at the first access
 }
@@ -20,6 +20,20 @@ TlbModel& TlbReplay::find_model(uint32_t vcpu) {
   models_.emplace_back(vcpu, std::make_unique<TlbModel>(config_, counters_));
   last_ = &models_.back();
   return *last_->second;
+}
+
+void TlbReplay::access_other(const Vcpu& vcpu, uint64_t gva, AccessKind kind, const AccessResult& result) {
+  const bool gp = result.status == AccessResult::Status::Fault && result.fault.vector != x86::VECTOR_PF;
+  if (gp || (native_ && vcpu.state().mode() == x86::PagingMode::Off)) {
+    ++counters_.untranslated;
+    return;
+  }
+  TlbModel& m = model(vcpu.id());
+  if (!m.lookup(gva, kind)) m.walk(gva, kind, probe(vcpu, gva, kind, result));
+  if (result.status == AccessResult::Status::Fault) {
+    ++counters_.fault_flushes;
+    m.drop_address(gva);
+  }
 }
 
 WalkFacts TlbReplay::probe(const Vcpu& vcpu, uint64_t gva, AccessKind kind, const AccessResult& result) const {

@@ -23,17 +23,10 @@ class TlbReplay {
   [[gnu::always_inline]] void access(const Vcpu& vcpu, uint64_t gva, AccessKind kind, const AccessResult& result) {
     engine_check();
     ++counters_.accesses;
-    const bool gp = result.status == AccessResult::Status::Fault && result.fault.vector != x86::VECTOR_PF;
-    if (gp || (native_ && vcpu.state().mode() == x86::PagingMode::Off)) {
-      ++counters_.untranslated;
-      return;
-    }
+    if (result.status != AccessResult::Status::Ok || native_) [[unlikely]]
+      return access_other(vcpu, gva, kind, result);
     TlbModel& m = model(vcpu.id());
     if (!m.lookup(gva, kind)) m.walk(gva, kind, probe(vcpu, gva, kind, result));
-    if (result.status == AccessResult::Status::Fault) {
-      ++counters_.fault_flushes;
-      m.drop_address(gva);
-    }
   }
   void registers_changed(uint32_t vcpu);  // the VMM changed CR0/CR3/CR4/EFER
   void cr3_loaded(uint32_t vcpu);         // the guest's MOV CR3
@@ -41,7 +34,7 @@ class TlbReplay {
   void flushed(uint32_t vcpu);            // the guest flushed everything, globals included
   // Flushes every vCPU's model if the engine flushed remote TLBs since the last look.
   void engine_check() {
-    const uint64_t n = vm_.mmu().tlb_flush_count();
+    const uint64_t n = mmu_.tlb_flush_count();
     if (n != engine_flushes_seen_) engine_flushed(n);
   }
 
@@ -53,10 +46,13 @@ class TlbReplay {
     return find_model(vcpu);
   }
   TlbModel& find_model(uint32_t vcpu);
+  // A fault, MMIO or read-only result, or any access of the native walker (whose paging may be off).
+  void access_other(const Vcpu& vcpu, uint64_t gva, AccessKind kind, const AccessResult& result);
   void engine_flushed(uint64_t count);
   WalkFacts probe(const Vcpu& vcpu, uint64_t gva, AccessKind kind, const AccessResult& result) const;
 
   const Vm& vm_;
+  const mmu::Mmu& mmu_;  // the Vm's
   TlbConfig config_;
   TlbCounters& counters_;
   bool native_;

@@ -307,14 +307,11 @@ void VmtBinaryReader::compact() {
 bool VmtBinaryReader::refill() {
   if (eof_) return false;
   compact();
-  // Whatever the stream holds now (at least one byte), so a pipe is decoded as it comes.
-  if (std::streambuf::traits_type::eq_int_type(in_.sgetc(), std::streambuf::traits_type::eof())) {
-    eof_ = true;
-    return false;
-  }
+  // What the stream holds now, or else what its next read brings (WorkloadInput's streams
+  // return after one read, so a pipe is decoded as it comes, and fill the window in place).
   const std::streamsize avail = in_.in_avail();
   const size_t room = buf_.size() - end_;
-  const auto want = static_cast<std::streamsize>(std::min(room, avail > 0 ? static_cast<size_t>(avail) : size_t{1}));
+  const auto want = static_cast<std::streamsize>(avail > 0 ? std::min(room, static_cast<size_t>(avail)) : room);
   const std::streamsize got = in_.sgetn(reinterpret_cast<char*>(buf_.data() + end_), want);
   if (got <= 0) {
     eof_ = true;
@@ -377,7 +374,9 @@ inline unsigned fast_varint(const uint8_t* p, uint64_t& v) {
   const uint64_t ends = ~a & 0x8080808080808080;
   if (ends != 0) [[likely]] {
     const unsigned last = static_cast<unsigned>(__builtin_ctzll(ends));  // 7, 15, ..., 63
-    v = pack7(a & (~uint64_t{0} >> (63 - last)));
+    const uint64_t bytes = a & (~uint64_t{0} >> (63 - last));
+    // One or two bytes (most GVA deltas: the next instruction, a nearby load) need no full pack.
+    v = last < 16 ? (bytes & 0x7f) | (bytes >> 1 & 0x3f80) : pack7(bytes);
     return last / 8 + 1;
   }
   // 9 or 10 bytes (random 64-bit values: either, at random).

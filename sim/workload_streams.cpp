@@ -14,6 +14,7 @@ namespace {
 
 // Big chunks: fewer reads, zstd calls and window refills per byte.
 constexpr size_t CHUNK = size_t{256} << 10;
+constexpr size_t DIRECT_READ = size_t{16} << 10;  // reads this large skip the buffer when it is empty
 constexpr std::string_view ZSTD_MAGIC{"\x28\xb5\x2f\xfd", 4};
 
 }  // namespace
@@ -50,9 +51,17 @@ ChunkInBuf::int_type ChunkInBuf::underflow() {
 }
 
 // At most one fill: what is buffered, or else what one fill brings (a pipe is read as it comes).
+// A large read with nothing buffered is filled in place: decompressed or read bytes are not
+// copied twice.
 std::streamsize ChunkInBuf::xsgetn(char* s, std::streamsize n) {
   if (n <= 0) return 0;
   if (gptr() == nullptr || gptr() == egptr()) {
+    if (static_cast<size_t>(n) >= DIRECT_READ) {
+      if (eof_) return 0;
+      const size_t got = fill(s, static_cast<size_t>(n));
+      eof_ = got == 0;
+      return static_cast<std::streamsize>(got);
+    }
     if (traits_type::eq_int_type(underflow(), traits_type::eof())) return 0;
   }
   const auto k = std::min(n, static_cast<std::streamsize>(egptr() - gptr()));

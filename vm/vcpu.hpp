@@ -1,6 +1,7 @@
 #pragma once
 // A virtual CPU (KVM's kvm_vcpu): paging registers set by the VMM or changed by the guest, and
 // guest accesses through the VM's MMU.
+#include <cassert>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -71,8 +72,16 @@ class Vcpu {
     const bool bad_width = width > 8 || ((0x116u >> width) & 1) == 0;  // bits 1, 2, 4, 8
     const bool bad_value = width < 8 && (value >> (8 * width));
     const bool crosses = (gva & x86::PAGE_OFFSET_MASK) + width > x86::PAGE_SIZE;
-    const bool wide_gva = (gva >> 32) && !ctx_.state.long_mode();
-    if (bad_width | bad_value | crosses | wide_gva | (kind == AccessKind::Fetch && width != 1)) [[unlikely]]
+    if (bad_width | bad_value | crosses | (kind == AccessKind::Fetch && width != 1)) [[unlikely]]
+      refuse_access(gva, kind, width, value);
+    return access_well_formed(gva, kind, width, value);
+  }
+  // The same for a caller whose accesses are well formed by construction (the binary .vmt
+  // decoder checks each record so): `width` 1, 2, 4 or 8 (1 for a fetch), `value` within it,
+  // and the access within one page. Only what depends on the vCPU's state is checked.
+  [[gnu::always_inline]] AccessResult access_well_formed(uint64_t gva, AccessKind kind, unsigned width, uint64_t value) {
+    assert(width <= 8 && ((0x116u >> width) & 1) && (gva & x86::PAGE_OFFSET_MASK) + width <= x86::PAGE_SIZE);
+    if ((gva >> 32) && !ctx_.state.long_mode()) [[unlikely]]
       refuse_access(gva, kind, width, value);
     AccessResult r;
     if (ctx_.translations && hit_translation(gva, kind, width, value, r)) [[likely]] {

@@ -192,6 +192,23 @@ TEST(TlbModel, SetConflictsEvictToTheStlbAndThenToAWalk) {
   EXPECT_EQ(f.tlb.l1_hits, 0u);
 }
 
+// Repeats of the last page hit (which the model counts without a lookup) count as lookups would,
+// whatever changed the L1 TLB in between.
+TEST(TlbModel, RepeatsOfTheLastPageHitCountAsLookups) {
+  std::string ops = "read 0 0x0\nread 0 0x8\n";                                     // walk, L1 hit
+  for (unsigned i = 1; i < 5; ++i) ops += fmt::format("read 0 {:#x}\n", i * 16 * 0x1000);  // evict 0x0 from L1
+  ops += "read 0 0x10\nread 0 0x18\n";           // STLB hit, then L1 hit
+  ops += "write 0 0x20 8 1\nwrite 0 0x28 8 1\n";  // a clean entry: dirty walk, then L1 hit
+  ops += "fetch 0 0x30\nfetch 0 0x31\n";         // the instruction side: STLB hit, then L1 hit
+  ops += "invlpg 0 0x0\nread 0 0x40\nread 0 0x48\n";  // walk, L1 hit
+  ops += "cr3 0 0x1000\nfetch 0 0x32\nread 0 0x50\n";  // a walk, then an STLB hit (not L1)
+  const TlbRun r = run(long_mode_guest() + ops, MmuKind::None);
+  EXPECT_EQ(r.tlb.walks, 1u + 4 + 1 + 1 + 1);
+  EXPECT_EQ(r.tlb.dirty_walks, 1u);
+  EXPECT_EQ(r.tlb.stlb_hits, 3u);
+  EXPECT_EQ(r.tlb.l1_hits, 5u);
+}
+
 TEST(TlbModel, AWriteToACleanEntryWalksToSetDirty) {
   const TlbRun r = run(long_mode_guest() + "read 0 0x0\nwrite 0 0x0 8 1\nwrite 0 0x0 8 2\n", MmuKind::None);
   EXPECT_EQ(r.tlb.walks, 2u);
