@@ -14,6 +14,7 @@
 //   and on memslot changes, dirty-log clears, host invalidation, aging, VMM writes to guest memory
 //   and write-tracking changes (Mmu::drop_translation_caches, called by the Vm).
 // A workload that keeps the contract's cached-translation rule gets the same results with it.
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -44,9 +45,10 @@ class TranslationCache {
   const Hit* find(uint64_t gva, x86::AccessKind kind, bool user) const {
     const uint64_t vpn = gva >> x86::PAGE_SHIFT;
     const Set& set = sets_[vpn & mask_];
-    const uint64_t want = stamp_ << ALLOW_BITS | allow_bit(kind, user);
+    const uint64_t tag = vpn | stamp_tag_;
+    const uint64_t bit = allow_bit(kind, user);
     for (const Entry& e : set.way) {
-      if (e.vpn == vpn && allows(e, want)) return &e.hit;
+      if (e.tag == tag && (e.allow & bit)) return &e.hit;
     }
     return nullptr;
   }
@@ -59,22 +61,27 @@ class TranslationCache {
     if (guest_page_shift > x86::PAGE_SHIFT) note_large_page(gva, guest_page_shift);
     const uint64_t vpn = gva >> x86::PAGE_SHIFT;
     Set& set = sets_[vpn & mask_];
+    const uint64_t tag = vpn | stamp_tag_;
     uint8_t* page = host - (gpa & x86::PAGE_OFFSET_MASK);
     const uint64_t gpa_page = gpa & ~x86::PAGE_OFFSET_MASK;
     uint64_t allow = allow_bit(kind, user);
     if (kind == x86::AccessKind::Write) allow |= allow_bit(x86::AccessKind::Read, user);
     Entry keep = set.way[0];
     for (const Entry& e : set.way) {
-      if (e.vpn != vpn || (e.stamp_allow >> ALLOW_BITS) != stamp_) continue;
-      if (e.hit.host == page && e.hit.gpa == gpa_page) allow |= e.stamp_allow & ALLOW_MASK;
+      if (e.tag != tag) continue;
+      if (e.hit.host == page && e.hit.gpa == gpa_page) allow |= e.allow;
       if (&e == &set.way[0]) keep = set.way[1];  // the page's old entry goes
     }
     set.way[1] = keep;
-    set.way[0] = Entry{vpn, stamp_ << ALLOW_BITS | allow, {page, gpa_page}};
+    set.way[0] = Entry{tag, allow, {page, gpa_page}};
   }
 
-  void flush() {  // every entry at once: only the stamp's own entries are valid
-    ++stamp_;
+  void flush() {  // every entry at once: only the current stamp's entries are valid
+    if (++stamp_ == STAMPS) {  // the stamp would wrap into old entries' tags: empty them all
+      std::fill(sets_.begin(), sets_.end(), Set{});
+      stamp_ = 1;
+    }
+    stamp_tag_ = stamp_ << VPN_BITS;
     large_pages_.clear();
   }
 
@@ -107,24 +114,25 @@ class TranslationCache {
   }
 
  private:
-  static constexpr unsigned ALLOW_BITS = 6;
-  static constexpr uint64_t ALLOW_MASK = (1u << ALLOW_BITS) - 1;
+  // A tag is the page number with the stamp it was filled under above it: one compare tells
+  // both. Page numbers of 64-bit addresses have 52 bits, so the stamp has 12; an empty entry's
+  // tag, 0, matches no stamp (stamps start at 1).
+  static constexpr unsigned VPN_BITS = 64 - x86::PAGE_SHIFT;
+  static constexpr uint64_t STAMPS = uint64_t{1} << (64 - VPN_BITS);
+  static constexpr uint64_t VPN_MASK = (uint64_t{1} << VPN_BITS) - 1;
   struct Entry {
-    uint64_t vpn = 0;
-    uint64_t stamp_allow = 0;  // the stamp it was filled under (valid while the cache's), allow bits
+    uint64_t tag = 0;
+    uint64_t allow = 0;  // allow_bit()s
     Hit hit{};
   };
   struct alignas(64) Set {
     Entry way[2];
   };
-  // Filled under the current stamp, and allows the kind `want` carries.
-  static bool allows(const Entry& e, uint64_t want) {
-    return (e.stamp_allow >> ALLOW_BITS) == (want >> ALLOW_BITS) && (e.stamp_allow & want & ALLOW_MASK);
-  }
 
   std::vector<Set> sets_;
   uint64_t mask_;
   uint64_t stamp_ = 1;
+  uint64_t stamp_tag_ = stamp_ << VPN_BITS;
   uint64_t generation_ = 0;
   // The large guest pages entries came from since the last flush (a few: the kernel's direct
   // map, a process's huge pages), so that INVLPG elsewhere drops one entry, not all.
@@ -145,7 +153,7 @@ class TranslationCache {
   }
   void drop(uint64_t vpn) {
     for (Entry& e : sets_[vpn & mask_].way)
-      if (e.vpn == vpn) e.stamp_allow = 0;
+      if ((e.tag & VPN_MASK) == vpn) e.tag = 0;
   }
 };
 

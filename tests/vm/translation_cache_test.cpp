@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "mmu/translation_cache.hpp"
 #include "vm/vm.hpp"
 #include "x86/control_registers.hpp"
 #include "x86/page_table_entry.hpp"
@@ -15,6 +16,35 @@ namespace {
 using namespace x86;
 
 constexpr uint64_t USER_RW = pte::P | pte::RW | pte::US;
+
+// Flushes only move a stamp kept in each entry's tag; when it wraps, old entries must not come
+// back to life (and a full 64-bit page number must not be taken for a stamp).
+TEST(TranslationCache, StampsWrapWithoutReviving) {
+  mmu::TranslationCache tc(64);
+  uint8_t page[4096] = {};
+  const uint64_t high = 0xffff'f000'0000'0000;  // a page number that fills all 52 bits
+  tc.fill(0x5000, 0x9000, page, AccessKind::Read, false, PAGE_SHIFT);
+  tc.fill(high, 0xa000, page, AccessKind::Read, false, PAGE_SHIFT);
+  ASSERT_NE(tc.find(0x5008, AccessKind::Read, false), nullptr);
+  ASSERT_NE(tc.find(high, AccessKind::Read, false), nullptr);
+  EXPECT_EQ(tc.find(0x5008, AccessKind::Write, false), nullptr);
+  EXPECT_EQ(tc.find(0x5008, AccessKind::Read, true), nullptr);
+  for (int i = 0; i < 3 * 4096 + 7; ++i) {
+    tc.flush();
+    ASSERT_EQ(tc.find(0x5008, AccessKind::Read, false), nullptr) << "after " << i + 1 << " flushes";
+    ASSERT_EQ(tc.find(high, AccessKind::Read, false), nullptr) << "after " << i + 1 << " flushes";
+    if (i % 1000 == 0) {  // entries filled at later stamps also go at their next flush
+      tc.fill(0x5000, 0x9000, page, AccessKind::Read, false, PAGE_SHIFT);
+      ASSERT_NE(tc.find(0x5000, AccessKind::Read, false), nullptr);
+    }
+  }
+  tc.fill(0x5000, 0x9000, page, AccessKind::Write, false, PAGE_SHIFT);
+  const mmu::TranslationCache::Hit* h = tc.find(0x5010, AccessKind::Read, false);
+  ASSERT_NE(h, nullptr);
+  EXPECT_EQ(h->gpa, 0x9000u);
+  tc.invlpg(0x5fff);
+  EXPECT_EQ(tc.find(0x5010, AccessKind::Write, false), nullptr);
+}
 
 // A 4-level guest in an 8 MiB slot: PML4 0x1000, PDPT 0x2000, PD 0x3000, PT 0x4000.
 // gva 0x0 -> 0x5000 (data), 0x1000 -> the PT and 0x3000 -> the PD (so the guest can rewrite its
