@@ -148,7 +148,10 @@ void Replayer::print_result(uint64_t line, OpKind kind, const AccessResult& r) {
 }
 
 Vcpu& Replayer::vcpu(uint32_t id) {
-  if (!last_vcpu_ || last_vcpu_->id() != id) last_vcpu_ = &vm_.vcpu(id);  // vCPUs live as long as the Vm
+  if (id != last_vcpu_id_) [[unlikely]] {
+    last_vcpu_ = &vm_.vcpu(id);  // vCPUs live as long as the Vm
+    last_vcpu_id_ = id;
+  }
   return *last_vcpu_;
 }
 

@@ -108,6 +108,7 @@ class Replayer {
   std::map<uint32_t, std::vector<uint64_t>> last_dirty_get_;  // slot -> slot-relative pages
   std::unique_ptr<TlbReplay> tlb_;  // when ReplayOptions::tlb
   Vcpu* last_vcpu_ = nullptr;
+  uint64_t last_vcpu_id_ = UINT64_MAX;  // last_vcpu_'s ID (none yet: no 32-bit ID matches)
 };
 
 // Replays a whole .vmt stream. Malformed lines: `FILE:LINE: what is wrong` on `err`, status 2,

@@ -1,5 +1,7 @@
 #include "sim/tlb_replay.hpp"
 
+#include <algorithm>
+
 #include "sim/tlb_probe.hpp"
 
 namespace vmmu::sim {
@@ -11,15 +13,11 @@ TlbReplay::TlbReplay(const Vm& vm, const TlbConfig& config, TlbCounters& counter
 }
 
 TlbModel& TlbReplay::find_model(uint32_t vcpu) {
-  for (auto& m : models_) {
-    if (m.first == vcpu) {
-      last_ = &m;
-      return *m.second;
-    }
-  }
-  models_.emplace_back(vcpu, std::make_unique<TlbModel>(config_, counters_));
-  last_ = &models_.back();
-  return *last_->second;
+  auto it = std::find_if(models_.begin(), models_.end(), [&](const auto& m) { return m.first == vcpu; });
+  if (it == models_.end()) it = models_.emplace(models_.end(), vcpu, std::make_unique<TlbModel>(config_, counters_));
+  last_id_ = vcpu;
+  last_model_ = it->second.get();
+  return *last_model_;
 }
 
 void TlbReplay::access_other(const Vcpu& vcpu, uint64_t gva, AccessKind kind, const AccessResult& result) {

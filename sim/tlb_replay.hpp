@@ -42,7 +42,8 @@ class TlbReplay {
 
  private:
   TlbModel& model(uint32_t vcpu) {
-    if (last_ && last_->first == vcpu) return *last_->second;
+    if (vcpu == last_id_) [[likely]]
+      return *last_model_;
     return find_model(vcpu);
   }
   TlbModel& find_model(uint32_t vcpu);
@@ -58,7 +59,8 @@ class TlbReplay {
   bool native_;
   uint64_t engine_flushes_seen_;
   std::vector<std::pair<uint32_t, std::unique_ptr<TlbModel>>> models_;
-  std::pair<uint32_t, std::unique_ptr<TlbModel>>* last_ = nullptr;
+  uint64_t last_id_ = UINT64_MAX;  // the vCPU asked for last (none yet: no 32-bit ID matches) and its model
+  TlbModel* last_model_ = nullptr;
 };
 
 }  // namespace vmmu::sim
