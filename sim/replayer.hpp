@@ -79,8 +79,8 @@ class Replayer {
 
  private:
   void execute(const Op& op);
-  bool small_guest() const;
-  Vcpu& vcpu(uint32_t id);  // the Vm's, remembering the last one asked for  // at most 64 MiB of memslots: cheap enough to audit after every op
+  bool small_guest() const;  // at most 64 MiB of memslots: cheap enough to audit after every op
+  Vcpu& vcpu(uint32_t id);    // the Vm's, remembering the last one asked for
   // A read, write or fetch; `WellFormed`: decoded by a binary reader, which checked its width,
   // value and page already.
   template <bool WellFormed>

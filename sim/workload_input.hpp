@@ -36,6 +36,8 @@ class WorkloadInput : public OpSource {
       return binary_->pending_accesses();
     } catch (const BinaryFormatError& e) {
       throw source_error(e);
+    } catch (const InputError& e) {  // zstd or read errors, as next() reports them
+      throw OpSourceError(name_ + ": " + e.what());
     }
   }
   void take_accesses(uint32_t n) override {
