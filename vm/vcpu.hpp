@@ -69,10 +69,7 @@ class Vcpu {
   // A guest access of `width` bytes (1, 2, 4 or 8) that must lie within one page. A hit in the
   // software TLB is done here, inline; anything else goes to the engine.
   [[gnu::always_inline]] AccessResult access(uint64_t gva, AccessKind kind, unsigned width = 8, uint64_t value = 0) {
-    const bool bad_width = width > 8 || ((0x116u >> width) & 1) == 0;  // bits 1, 2, 4, 8
-    const bool bad_value = width < 8 && (value >> (8 * width));
-    const bool crosses = (gva & x86::PAGE_OFFSET_MASK) + width > x86::PAGE_SIZE;
-    if (bad_width | bad_value | crosses | (kind == AccessKind::Fetch && width != 1)) [[unlikely]]
+    if (!well_formed(gva, kind, width, value)) [[unlikely]]
       refuse_access(gva, kind, width, value);
     return access_well_formed(gva, kind, width, value);
   }
@@ -80,7 +77,7 @@ class Vcpu {
   // decoder checks each record so): `width` 1, 2, 4 or 8 (1 for a fetch), `value` within it,
   // and the access within one page. Only what depends on the vCPU's state is checked.
   [[gnu::always_inline]] AccessResult access_well_formed(uint64_t gva, AccessKind kind, unsigned width, uint64_t value) {
-    assert(width <= 8 && ((0x116u >> width) & 1) && (gva & x86::PAGE_OFFSET_MASK) + width <= x86::PAGE_SIZE);
+    assert(well_formed(gva, kind, width, value));
     if ((gva >> 32) && !ctx_.state.long_mode()) [[unlikely]]
       refuse_access(gva, kind, width, value);
     AccessResult r;
@@ -95,6 +92,15 @@ class Vcpu {
   friend class Vm;
   void check_state(const x86::CpuState& s) const;
   std::optional<x86::Fault> load_pdptes(const x86::CpuState& s, x86::PaePdptes& out) const;
+  // Width 1, 2, 4 or 8 (1 for a fetch), the value within it, the access within one page. Flags
+  // or'ed, not short-circuited: one branch on the hot path, not five.
+  static bool well_formed(uint64_t gva, AccessKind kind, unsigned width, uint64_t value) {
+    const bool bad_width = width > 8 || ((0x116u >> width) & 1) == 0;  // bits 1, 2, 4, 8
+    const bool bad_value = width < 8 && (value >> (8 * width));
+    const bool crosses = (gva & x86::PAGE_OFFSET_MASK) + width > x86::PAGE_SIZE;
+    return !(bad_width | bad_value | crosses | (kind == AccessKind::Fetch && width != 1));
+  }
+  // Throws the UsageError that says what is wrong with an access well_formed() or the mode refused.
   [[noreturn]] void refuse_access(uint64_t gva, AccessKind kind, unsigned width, uint64_t value) const;
   AccessResult engine_access(uint64_t gva, AccessKind kind, unsigned width, uint64_t value);
   void count(const AccessResult& r, AccessKind kind);
