@@ -39,12 +39,8 @@ void Replayer::apply(const Op& op) {
     execute(op);
     if (tlb_) tlb_->engine_check();  // memslot changes, dirty logging, unmap: the engine flushed
     if (op.kind != OpKind::Audit) debug_audit(op.line);
-  } catch (const UsageError& e) {
-    throw ReplayError(op.line, std::string(op_name(op.kind)) + ": " + e.what());
-  } catch (const HostMemoryError& e) {
-    host_error(op.line, op.kind, nlohmann::json(std::string(e.what())).dump());
-  } catch (const std::bad_alloc&) {
-    host_error(op.line, op.kind, "\"host memory allocation failed\"");
+  } catch (...) {
+    failed(op.line, op.kind);
   }
 }
 
@@ -59,25 +55,30 @@ void Replayer::apply(const AccessRun& run, uint32_t& done) {
         debug_audit(run.first_line + i);
       }
       if (tlb_) tlb_->engine_check();
-    } catch (const UsageError& e) {
+    } catch (...) {
       done = i;
-      throw ReplayError(run.first_line + i, std::string(op_name(run.ops[i].kind)) + ": " + e.what());
-    } catch (const HostMemoryError& e) {
-      host_error(run.first_line + i, run.ops[i].kind, nlohmann::json(std::string(e.what())).dump());
-      ++i;
-    } catch (const std::bad_alloc&) {
-      host_error(run.first_line + i, run.ops[i].kind, "\"host memory allocation failed\"");
+      failed(run.first_line + i, run.ops[i].kind);
       ++i;
     }
   }
   done = i;
 }
 
-void Replayer::host_error(uint64_t line, OpKind kind, const std::string& json_message) {
+void Replayer::failed(uint64_t line, OpKind kind) {
+  std::string message;  // JSON
+  try {
+    throw;
+  } catch (const UsageError& e) {
+    throw ReplayError(line, std::string(op_name(kind)) + ": " + e.what());
+  } catch (const HostMemoryError& e) {
+    message = nlohmann::json(std::string(e.what())).dump();
+  } catch (const std::bad_alloc&) {
+    message = "\"host memory allocation failed\"";
+  }
   ++summary_.host_errors;
   if (!print_stats_) return;
   out_.begin(line, op_name(kind));
-  out_.raw("error", json_message);
+  out_.raw("error", message);
   out_.end();
 }
 

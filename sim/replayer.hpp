@@ -85,7 +85,10 @@ class Replayer {
   // value and page already.
   template <bool WellFormed>
   void access(uint64_t line, OpKind op, uint32_t id, uint64_t gva, unsigned width, uint64_t value);
-  void host_error(uint64_t line, OpKind kind, const std::string& json_message);
+  // Called in a catch block: the op on `line` threw. A refused op stops the replay (ReplayError);
+  // a host allocation failure is its result (the contract's "error") and the replay goes on;
+  // anything else propagates.
+  void failed(uint64_t line, OpKind kind);
   void debug_audit(uint64_t line);
   void print_access(uint64_t line, OpKind kind, const AccessResult& r) {
     if (r.status == AccessResult::Status::Ok && !print_all_) [[likely]]

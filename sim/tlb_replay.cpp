@@ -26,8 +26,7 @@ void TlbReplay::access_other(const Vcpu& vcpu, uint64_t gva, AccessKind kind, co
     ++counters_.untranslated;
     return;
   }
-  TlbModel& m = model(vcpu.id());
-  if (!m.lookup(gva, kind)) m.walk(gva, kind, probe(vcpu, gva, kind, result));
+  TlbModel& m = translate(vcpu, gva, kind, result);
   if (result.status == AccessResult::Status::Fault) {
     ++counters_.fault_flushes;
     m.drop_address(gva);

@@ -25,8 +25,7 @@ class TlbReplay {
     ++counters_.accesses;
     if (result.status != AccessResult::Status::Ok || native_) [[unlikely]]
       return access_other(vcpu, gva, kind, result);
-    TlbModel& m = model(vcpu.id());
-    if (!m.lookup(gva, kind)) m.walk(gva, kind, probe(vcpu, gva, kind, result));
+    translate(vcpu, gva, kind, result);
   }
   void registers_changed(uint32_t vcpu);  // the VMM changed CR0/CR3/CR4/EFER
   void cr3_loaded(uint32_t vcpu);         // the guest's MOV CR3
@@ -47,6 +46,12 @@ class TlbReplay {
     return find_model(vcpu);
   }
   TlbModel& find_model(uint32_t vcpu);
+  // The vCPU's model, after it looked the access up and, on a miss, counted its walk.
+  TlbModel& translate(const Vcpu& vcpu, uint64_t gva, AccessKind kind, const AccessResult& result) {
+    TlbModel& m = model(vcpu.id());
+    if (!m.lookup(gva, kind)) m.walk(gva, kind, probe(vcpu, gva, kind, result));
+    return m;
+  }
   // A fault, MMIO or read-only result, or any access of the native walker (whose paging may be off).
   void access_other(const Vcpu& vcpu, uint64_t gva, AccessKind kind, const AccessResult& result);
   void engine_flushed(uint64_t count);

@@ -436,7 +436,7 @@ uint32_t VmtBinaryReader::decode_run() {
   const size_t end = end_;
   const uint64_t window_offset = window_offset_;
   uint64_t* const bases = gva_;
-  Access* const run = run_;
+  AccessOp* const run = run_;
   size_t pos = pos_;
   uint32_t n = 0;
   for (; n < RUN && end - pos >= FAST_BYTES; ++n) {
@@ -460,7 +460,7 @@ uint32_t VmtBinaryReader::decode_run() {
     if (!ok) [[unlikely]]
       break;
     base = gva;
-    Access& a = run[n];
+    AccessOp& a = run[n];
     a.addr = gva;
     a.value = value;
     a.offset = window_offset + pos;

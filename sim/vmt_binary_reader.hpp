@@ -70,15 +70,14 @@ class VmtBinaryReader {
   struct NeedMore {};  // a record runs past the bytes in the window (thrown only at its edge)
   friend class RecordDecoder;
 
-  // Reads, writes and fetches on consecutive lines are decoded ahead in runs: decoding runs keeps
-  // the record position in a register, as each record's start depends on the previous one's
-  // varint lengths.
-  using Access = AccessOp;
+  // Reads, writes and fetches on consecutive lines are decoded ahead in runs of AccessOps:
+  // decoding runs keeps the record position in a register, as each record's start depends on
+  // the previous one's varint lengths.
   static constexpr uint32_t RUN = 64;
 
   void take(Op& op) {
     const uint32_t i = run_pos_++;
-    const Access& a = run_[i];
+    const AccessOp& a = run_[i];
     // Loads are cheaper than the stores of a clear: clear only if an earlier op left something
     // set (or'ed as integers: one branch, not fifteen).
     const unsigned set = unsigned{op.maxphyaddr.has_value()} | unsigned{op.gbpages.has_value()} | unsigned{op.la57.has_value()} |
@@ -127,7 +126,7 @@ class VmtBinaryReader {
   uint32_t run_pos_ = 0, run_end_ = 0;
   uint64_t run_line_ = 0;
   const Op clean_{};
-  Access run_[RUN];
+  AccessOp run_[RUN];
 };
 
 }  // namespace vmmu::sim

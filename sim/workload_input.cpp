@@ -49,13 +49,15 @@ bool WorkloadInput::next(Op& op) {
   } catch (const BinaryFormatError& e) {
     throw source_error(e);
   } catch (const InputError& e) {
-    throw OpSourceError(fmt::format("{}: {}", name_, e.what()));
+    throw source_error(e);
   }
 }
 
 OpSourceError WorkloadInput::source_error(const BinaryFormatError& e) const {
   return OpSourceError(fmt::format("{}: {}: {}", name_, binary_position(e.record(), e.offset()), e.what()));
 }
+
+OpSourceError WorkloadInput::source_error(const InputError& e) const { return OpSourceError(fmt::format("{}: {}", name_, e.what())); }
 
 std::string WorkloadInput::where(const Op& op) const {
   if (binary_) return fmt::format("{}: {}", name_, binary_position(binary_->record(), binary_->record_offset()));

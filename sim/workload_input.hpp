@@ -36,8 +36,8 @@ class WorkloadInput : public OpSource {
       return binary_->pending_accesses();
     } catch (const BinaryFormatError& e) {
       throw source_error(e);
-    } catch (const InputError& e) {  // zstd or read errors, as next() reports them
-      throw OpSourceError(name_ + ": " + e.what());
+    } catch (const InputError& e) {
+      throw source_error(e);
     }
   }
   void take_accesses(uint32_t n) override {
@@ -53,7 +53,9 @@ class WorkloadInput : public OpSource {
 
  private:
   void detect();
+  // The messages of a bad record, and of zstd or read errors.
   OpSourceError source_error(const BinaryFormatError& e) const;
+  OpSourceError source_error(const InputError& e) const;
 
   std::string name_;
   std::unique_ptr<ChunkInBuf> raw_;   // the file's bytes
