@@ -26,8 +26,8 @@ uint64_t number(const nlohmann::ordered_json& j, const char* key) {
 
 }  // namespace
 
-TimelineRecorder::TimelineRecorder(std::string mode, uint64_t total_ops, unsigned target_samples)
-    : interval_(std::max<uint64_t>(1, total_ops / std::max(1u, target_samples))), start_(std::chrono::steady_clock::now()) {
+TimelineRecorder::TimelineRecorder(std::string mode, unsigned target_samples, double max_sampling_share)
+    : target_(std::max(1u, target_samples)), max_sampling_share_(max_sampling_share), start_(std::chrono::steady_clock::now()) {
   timeline_.mode = std::move(mode);
 }
 
@@ -36,6 +36,18 @@ void TimelineRecorder::put(std::vector<NamedSeries>& series, size_t index, const
   if (it == series.end()) it = series.insert(series.end(), NamedSeries{name, {}});
   it->values.resize(index, 0);  // a category that appears late was 0 before
   it->values.push_back(value);
+}
+
+// Keeps the odd-numbered samples, the last one among them (there is an even number of them).
+void TimelineRecorder::drop_every_other_sample() {
+  auto halve = [](std::vector<double>& v) {
+    size_t out = 0;
+    for (size_t i = 1; i < v.size(); i += 2) v[out++] = v[i];
+    v.resize(out);
+  };
+  halve(timeline_.ops);
+  for (auto* group : {&timeline_.memory, &timeline_.events})
+    for (NamedSeries& s : *group) halve(s.values);
 }
 
 void TimelineRecorder::sample(uint64_t ops_done, const Vm& vm, const ReplaySummary& summary) {
@@ -57,10 +69,14 @@ void TimelineRecorder::sample(uint64_t ops_done, const Vm& vm, const ReplaySumma
   for (auto* group : {&timeline_.memory, &timeline_.events})
     for (NamedSeries& s : *group) s.values.resize(index + 1, 0);  // gone from this sample: 0
 
+  if (timeline_.ops.size() >= 2 * size_t{target_}) {
+    drop_every_other_sample();
+    interval_ *= 2;
+  }
   const auto after = std::chrono::steady_clock::now();
   timeline_.sampling_seconds += std::chrono::duration<double>(after - before).count();
   // (A short replay is sampled in full: a few milliseconds of sampling cost nobody anything.)
-  if (timeline_.sampling_seconds > 0.05 && timeline_.sampling_seconds > 0.1 * std::chrono::duration<double>(after - start_).count())
+  if (timeline_.sampling_seconds > 0.05 && timeline_.sampling_seconds > max_sampling_share_ * std::chrono::duration<double>(after - start_).count())
     interval_ *= 2;
   next_ = ops_done + interval_;
 }

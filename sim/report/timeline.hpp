@@ -1,6 +1,8 @@
 #pragma once
-// Samples of a replay over time, for the report's charts: every K ops (about 200 samples per
-// run) the engine's memory by category and the cumulative fault and exit counters.
+// Samples of a replay over time, for the report's charts: every K ops the engine's memory by
+// category and the cumulative fault and exit counters. The length of the replay need not be
+// known: K starts at 1 and doubles, every other sample dropped, whenever the samples reach twice
+// the target, so a run ends with between one and two times the target.
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -26,12 +28,13 @@ struct Timeline {
 
 class TimelineRecorder {
  public:
-  TimelineRecorder(std::string mode, uint64_t total_ops, unsigned target_samples = 200);
+  // Sampling may take up to `max_sampling_share` of the time since construction (see sample()).
+  explicit TimelineRecorder(std::string mode, unsigned target_samples = 200, double max_sampling_share = 0.1);
 
   // Whether a sample is due after `ops_done` ops: an integer compare, cheap enough per op.
   bool due(uint64_t ops_done) const { return ops_done >= next_; }
   // Records one sample. Sampling reads every engine counter (the shadow engine scans its
-  // SPTEs for aliases), so when sampling has cost more than a tenth of the replay so far the
+  // SPTEs for aliases), so when sampling has cost more than its share of the time so far the
   // interval doubles.
   void sample(uint64_t ops_done, const Vm& vm, const ReplaySummary& summary);
 
@@ -40,9 +43,12 @@ class TimelineRecorder {
 
  private:
   static void put(std::vector<NamedSeries>& series, size_t index, const std::string& name, double value);
+  void drop_every_other_sample();
 
   Timeline timeline_;
-  uint64_t interval_, next_ = 0;
+  unsigned target_;
+  double max_sampling_share_;
+  uint64_t interval_ = 1, next_ = 0;
   std::chrono::steady_clock::time_point start_;
 };
 

@@ -47,6 +47,31 @@ TEST(VmmuRun, JsonHasEveryModesFigures) {
   EXPECT_TRUE(j["modes"]["shadow"]["memory"].contains("mapping_total"));
 }
 
+// A workload that breaks the cached-translation rule (VMT-FORMAT.md): the guest rewrites a PTE
+// and reads through it again with no invlpg. `none` walks every time; tdp's software TLB keeps the
+// old translation, as a hardware TLB may. `run` names the first result that differs, counted
+// across the batches it compares in (the stale read comes after more than one batch).
+TEST(VmmuRun, TheFirstDifferenceIsNamedExactly) {
+  const std::string path = vmmu::test::temp_path("stale.vmt");
+  std::FILE* f = std::fopen(path.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs("vmt 1\nmemslot 0 0 4M\nvcpu 0\n", f);
+  std::fputs("poke 0x10000 4 0x11003\npoke 0x11004 4 0x101003\npoke 0x11044 4 0x11003\n", f);  // 0x11000: the PT itself
+  std::fputs("regs 0 cr0=0x80000001 cr3=0x10000\n", f);
+  for (int i = 0; i < 5000; ++i) std::fputs("read 0 0x1000 4\n", f);
+  std::fputs("write 0 0x11004 4 0x102003\nread 0 0x1000 4\n", f);  // line 5009, its 5002nd result
+  std::fclose(f);
+
+  const Output r = vmmu("run --modes=none,tdp --workload " + path);
+  EXPECT_EQ(r.status, 1) << r.out << r.err;
+  EXPECT_NE(r.out.find("results: --mmu=tdp DIFFERS from --mmu=none at result 5002:\n"
+                       "  none: {\"line\":5009,\"op\":\"read\",\"ok\":true,\"gpa\":\"0x102000\",\"value\":\"0x0\"}\n"
+                       "  tdp: {\"line\":5009,\"op\":\"read\",\"ok\":true,\"gpa\":\"0x101000\",\"value\":\"0x0\"}"),
+            std::string::npos)
+      << r.out;
+  std::remove(path.c_str());
+}
+
 TEST(VmmuRun, BadInputIsRefused) {
   EXPECT_EQ(vmmu("run --workload /nonexistent.vmt").status, 2);
   EXPECT_EQ(vmmu("run --modes=none,bogus").status, 2);

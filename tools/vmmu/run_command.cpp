@@ -4,13 +4,10 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -22,69 +19,12 @@
 #include "sim/replayer.hpp"
 #include "sim/vmt_reader.hpp"
 #include "sim/workload_input.hpp"
+#include "tools/vmmu/lockstep_replay.hpp"
 #include "tools/vmmu/progress_bar.hpp"
 
 namespace vmmu::tools {
 
 namespace {
-
-struct ModeRun {
-  std::string name;
-  sim::ReplaySummary summary;
-  nlohmann::ordered_json stats;  // {"stats": ..., "memory": ...} at the end
-  double seconds = 0;
-  std::vector<std::string> results;  // JSON Lines, `stats` lines left out
-  sim::report::Timeline timeline;    // samples over time (only for --report)
-};
-
-std::vector<std::string> result_lines(const char* text, size_t len) {
-  std::vector<std::string> lines;
-  std::istringstream in(std::string(text, len));
-  for (std::string l; std::getline(in, l);)
-    if (l.find("\"op\":\"stats\"") == std::string::npos) lines.push_back(l);
-  return lines;
-}
-
-// The progress bar and the clock are looked at once every this many ops.
-constexpr uint64_t PROGRESS_EVERY = 4096;
-
-ModeRun replay_ops(const std::vector<sim::Op>& ops, const std::string& name, const VmConfig& config, ProgressBar& bar,
-                   bool record_timeline) {
-  ModeRun run;
-  run.name = name;
-  char* buf = nullptr;
-  size_t len = 0;
-  std::FILE* out = open_memstream(&buf, &len);
-  const auto start = std::chrono::steady_clock::now();
-  {
-    Vm vm(config);
-    sim::ReplayOptions replay_options;
-    replay_options.tlb = true;  // the TLB and page-walk cost model: counts only, changes no result
-    sim::Replayer r(vm, out, replay_options);
-    sim::report::TimelineRecorder recorder(name, ops.size());
-    const std::string label = "--mmu=" + name;
-    for (uint64_t done = 0; done < ops.size();) {
-      r.apply(ops[done++]);
-      if (record_timeline && recorder.due(done)) recorder.sample(done, vm, r.summary());
-      if (done % PROGRESS_EVERY == 0) bar.update(label, done, ops.size());
-    }
-    r.flush();
-    // The wall time leaves out the sampling for --report: the figures stay comparable.
-    run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() -
-                  recorder.timeline().sampling_seconds;
-    if (record_timeline) {
-      if (recorder.timeline().ops.empty() || recorder.timeline().ops.back() != double(ops.size()))
-        recorder.sample(ops.size(), vm, r.summary());
-      run.timeline = recorder.take();
-    }
-    run.summary = r.summary();
-    run.stats = vm.stats();
-  }
-  std::fclose(out);
-  run.results = result_lines(buf, len);
-  std::free(buf);
-  return run;
-}
 
 uint64_t stat(const ModeRun& r, const char* key) {
   const auto& s = r.stats["stats"];
@@ -166,24 +106,6 @@ void print_table(const std::string& what, const sim::report::ReportTable& table,
   fmt::print("\n{}\n", verdict);
 }
 
-// The first result where a mode differs from the first mode run, or "" when none does.
-std::string compare(const std::vector<ModeRun>& runs) {
-  for (size_t m = 1; m < runs.size(); ++m) {
-    const auto& a = runs[0].results;
-    const auto& b = runs[m].results;
-    for (size_t i = 0; i < std::max(a.size(), b.size()); ++i) {
-      const std::string x = i < a.size() ? a[i] : "(nothing)", y = i < b.size() ? b[i] : "(nothing)";
-      // Audit violations are engine-specific text; whether the audit passed is compared.
-      if (x == y || (x.find("\"op\":\"audit\"") != std::string::npos && y.find("\"op\":\"audit\"") != std::string::npos &&
-                     (x.find("\"ok\":true") != std::string::npos) == (y.find("\"ok\":true") != std::string::npos)))
-        continue;
-      return fmt::format("results: --mmu={} DIFFERS from --mmu={} at result {}:\n  {}: {}\n  {}: {}", runs[m].name, runs[0].name, i + 1,
-                         runs[0].name, x, runs[m].name, y);
-    }
-  }
-  return "";
-}
-
 // The --report page: the table, each mode's timeline and the walk-reference histogram.
 bool write_report(const std::string& path, const std::string& what, const std::string& verdict, const std::vector<ModeRun>& runs) {
   sim::report::RunReport report;
@@ -220,64 +142,63 @@ bool write_report(const std::string& path, const std::string& what, const std::s
 
 int run_main(const RunOptions& o, const std::vector<std::pair<std::string, VmConfig>>& modes) {
   ProgressBar bar(stderr, o.progress);
-  std::vector<sim::Op> ops;
+  const std::string where = o.workload.empty() ? "built-in scenario" : o.workload;
   std::string what;
-  if (o.workload.empty()) {
-    sim::DefaultWorkloadParams p;
-    p.scenario.seed = o.seed;
-    p.trace = o.trace;
-    p.trace_accesses = o.trace_accesses;
-    sim::DefaultWorkloadCounts generated;
-    try {
-      generated = sim::run_default_workload(p, [&](const sim::Op& op) {
-        ops.push_back(op);
-        if (ops.size() % PROGRESS_EVERY == 0) bar.update("generating the scenario (ops)", ops.size(), 0);
-      });
-    } catch (const sim::trace_import::TraceError& e) {
-      bar.clear();
-      std::fprintf(stderr, "vmmu run: %s\n", e.what());
-      return 2;
-    }
-    const sim::guest_os::GuestOsCounts& counts = generated.os;
-    const std::string traced =
-        p.trace.empty() ? std::string()
-                        : fmt::format(", one of them the real program traced in {} ({} traced accesses)",
-                                      std::filesystem::path(p.trace).filename().string(), generated.traced_accesses);
-    what = fmt::format(
-        "the built-in scenario (guest OS model, seed {}): a {} GiB 4-level guest boots, runs {} processes{} "
-        "({} forks, {} execs, {} exits, {} copy-on-write faults, {} page-table writes, {} context switches); {} ops",
-        o.seed, p.scenario.os.memory >> 30, counts.processes, traced, counts.forks, counts.execs, counts.exits,
-        counts.cow_copies + counts.cow_reuses, counts.table_writes, counts.context_switches, ops.size());
-  } else {
-    try {
-      sim::WorkloadInput in(o.workload);  // any form: text, binary, zstd
-      for (sim::Op op; in.next(op);) ops.push_back(op);
-    } catch (const sim::OpSourceError& e) {
-      std::fprintf(stderr, "%s\n", e.what());
-      return 2;
-    }
-    what = fmt::format("{} ({} ops)", o.workload, ops.size());
-  }
-
   std::vector<ModeRun> runs;
-  for (const auto& [name, config] : modes) {
-    try {
-      runs.push_back(replay_ops(ops, name, config, bar, !o.report.empty()));
-    } catch (const sim::ReplayError& e) {
-      std::fprintf(stderr, "%s:%llu: %s\n", o.workload.empty() ? "built-in scenario" : o.workload.c_str(),
-                   static_cast<unsigned long long>(e.line()), e.what());
-      return 2;
-    } catch (const UsageError& e) {
-      std::fprintf(stderr, "%s: %s\n", o.workload.empty() ? "built-in scenario" : o.workload.c_str(), e.what());
-      return 2;
+  std::string difference;
+  uint64_t compared = 0;
+  try {
+    // The ops go to every mode as they come, a batch at a time: nothing is held for the whole run.
+    LockstepReplay replay(modes, bar, !o.report.empty());
+    uint64_t ops = 0;
+    if (o.workload.empty()) {
+      sim::DefaultWorkloadParams p;
+      p.scenario.seed = o.seed;
+      p.trace = o.trace;
+      p.trace_accesses = o.trace_accesses;
+      const sim::DefaultWorkloadCounts generated = sim::run_default_workload(p, [&](const sim::Op& op) {
+        replay.push(op);
+        ++ops;
+      });
+      const sim::guest_os::GuestOsCounts& counts = generated.os;
+      const std::string traced =
+          p.trace.empty() ? std::string()
+                          : fmt::format(", one of them the real program traced in {} ({} traced accesses)",
+                                        std::filesystem::path(p.trace).filename().string(), generated.traced_accesses);
+      what = fmt::format(
+          "the built-in scenario (guest OS model, seed {}): a {} GiB 4-level guest boots, runs {} processes{} "
+          "({} forks, {} execs, {} exits, {} copy-on-write faults, {} page-table writes, {} context switches); {} ops",
+          o.seed, p.scenario.os.memory >> 30, counts.processes, traced, counts.forks, counts.execs, counts.exits,
+          counts.cow_copies + counts.cow_reuses, counts.table_writes, counts.context_switches, ops);
+    } else {
+      sim::WorkloadInput in(o.workload);  // any form: text, binary, zstd
+      for (sim::Op op; in.next(op); ++ops) replay.push(op);
+      what = fmt::format("{} ({} ops)", o.workload, ops);
     }
+    runs = replay.finish();
+    difference = replay.difference();
+    compared = replay.results_compared();
+  } catch (const sim::trace_import::TraceError& e) {
+    bar.clear();
+    std::fprintf(stderr, "vmmu run: %s\n", e.what());
+    return 2;
+  } catch (const sim::OpSourceError& e) {
+    bar.clear();
+    std::fprintf(stderr, "%s\n", e.what());
+    return 2;
+  } catch (const sim::ReplayError& e) {
+    bar.clear();
+    std::fprintf(stderr, "%s:%llu: %s\n", where.c_str(), static_cast<unsigned long long>(e.line()), e.what());
+    return 2;
+  } catch (const UsageError& e) {
+    bar.clear();
+    std::fprintf(stderr, "%s: %s\n", where.c_str(), e.what());
+    return 2;
   }
   bar.clear();
-  const std::string difference = compare(runs);
   const std::string verdict =
-      difference.empty() ? fmt::format("results: identical in every mode ({} results compared)", runs[0].results.size()) : difference;
-  if (o.json) {
-    nlohmann::ordered_json j;
+      difference.empty() ? fmt::format("results: identical in every mode ({} results compared)", compared) : difference;
+  if (o.json) {    nlohmann::ordered_json j;
     j["workload"] = what;
     j["identical_results"] = difference.empty();
     for (const ModeRun& r : runs) {
