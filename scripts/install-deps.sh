@@ -17,6 +17,9 @@ packages=(
   libgtest-dev libgmock-dev librapidcheck-dev libbenchmark-dev
   # the QEMU oracle of `vmmu kvm-check` and tests/oracle (docs/ORACLES.md)
   qemu-system-x86
+  # valgrind's lackey records a real program in tests/sim/lackey_replay_test.cpp (which skips
+  # without it), as a user records a trace for `vmmu import lackey`
+  valgrind
   # zlib: tests/tools decode the screenshot of the `vmmu run --report` page
   zlib1g-dev
   # headless Chromium renders the `vmmu run --report` page in tests/tools/run_report_test.cpp
