@@ -63,6 +63,7 @@ TraceImportResult import_traces(TraceKind kind, const std::vector<std::string>& 
   if (params.exit_at_end)
     for (auto& p : programs) p->exit(os);
   if (params.os.audits) os.audit();
+  if (params.stats) os.stats();
   result.counts = os.counts();
   return result;
 }

@@ -17,6 +17,7 @@ struct TraceImportParams {
   uint64_t quantum = 10000;      // guest accesses a process makes before the next one runs
   uint64_t max_accesses = 0;     // per trace, traced accesses (before splitting); 0: all
   bool exit_at_end = true;       // the processes exit at the end (their tables are freed)
+  bool stats = true;             // a `stats` op last: `vmmu replay --results=stats` prints the counters
   uint64_t seed = 1;             // varies the values stores write (traces record no values)
 };
 
