@@ -17,14 +17,19 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
+struct FileCloser {
+  void operator()(std::FILE* f) const { std::fclose(f); }
+};
+using FilePtr = std::unique_ptr<std::FILE, FileCloser>;
+
 // A FILE that appends to a string: the Replayer writes its JSON Lines there for the comparison.
-std::FILE* string_file(std::string& s) {
+FilePtr string_file(std::string& s) {
   cookie_io_functions_t io{};
   io.write = [](void* cookie, const char* data, size_t n) -> ssize_t {
     static_cast<std::string*>(cookie)->append(data, n);
     return static_cast<ssize_t>(n);
   };
-  std::FILE* f = fopencookie(&s, "w", io);
+  FilePtr f(fopencookie(&s, "w", io));
   if (!f) throw std::bad_alloc();
   return f;
 }
@@ -50,11 +55,12 @@ bool same_result(std::string_view x, std::string_view y) {
 
 }  // namespace
 
-// One mode: its Vm, its replayer, and the JSON Lines of the batch being compared.
+// One mode: its Vm, its replayer, and the JSON Lines of the batch being compared. (Members go
+// in reverse order: the replayer's last flush goes through `out` into `results`.)
 struct LockstepReplay::Mode {
   ModeRun run;
   std::string results;
-  std::FILE* out = nullptr;  // appends to `results`
+  FilePtr out;  // appends to `results`
   std::unique_ptr<Vm> vm;
   std::unique_ptr<sim::Replayer> replayer;
   std::unique_ptr<sim::report::TimelineRecorder> recorder;
@@ -66,13 +72,9 @@ struct LockstepReplay::Mode {
     vm = std::make_unique<Vm>(config);
     sim::ReplayOptions options;
     options.tlb = true;  // the TLB and page-walk cost model: counts only, changes no result
-    replayer = std::make_unique<sim::Replayer>(*vm, out, options);
+    replayer = std::make_unique<sim::Replayer>(*vm, out.get(), options);
     if (record_timeline) recorder = std::make_unique<sim::report::TimelineRecorder>(name);
     run.seconds += seconds_since(start);
-  }
-  ~Mode() {
-    replayer.reset();  // flushes into `out`
-    std::fclose(out);
   }
 
   // The batch's ops, the first of them the workload's op number `first` (1-based).
