@@ -7,8 +7,10 @@
 #include <cstdlib>
 #include <string>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <rapidcheck/gtest.h>
 
 namespace vmmu::sim {
 namespace {
@@ -55,6 +57,21 @@ TEST(JsonLines, ExtremeNumbers) {
   });
   EXPECT_EQ(s, R"({"line":18446744073709551615,"op":"write","a":"0xffffffffffffffff","b":"0xf","c":"0x10","d":18446744073709551615})"
                "\n");
+}
+
+// Every number, written as hex or decimal, reads back as itself (and hex as fmt spells it).
+RC_GTEST_PROP(JsonLinesProperty, NumbersReadBack, (uint64_t line, uint64_t h, uint64_t d)) {
+  const std::string s = written([&](JsonLines& j) {
+    j.begin(line, "peek");
+    j.hex("h", h);
+    j.number("d", d);
+    j.end();
+  });
+  RC_ASSERT(s.back() == '\n');
+  const auto j = nlohmann::json::parse(s);
+  RC_ASSERT(j["line"].get<uint64_t>() == line);
+  RC_ASSERT(j["h"].get<std::string>() == fmt::format("0x{:x}", h));
+  RC_ASSERT(j["d"].get<uint64_t>() == d);
 }
 
 // Lines longer than the buffer's slack, and more lines than one flush holds, come out whole
