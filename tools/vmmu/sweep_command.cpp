@@ -11,12 +11,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <future>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <new>
 #include <stdexcept>
+#include <system_error>
 #include <thread>
 #include <utility>
 
@@ -119,8 +121,8 @@ uint64_t number(const nlohmann::ordered_json& j, const char* key) {
   return it != j.end() && it->is_number_unsigned() ? it->get<uint64_t>() : 0;
 }
 
-// A --workload point: the file is read again for each point (in any form, binary accesses by the
-// replay's fast path), so that no point holds its ops, however long the trace.
+// A --workload point from a regular file: the file is read again for each point (in any form,
+// binary accesses by the replay's fast path), so that no point holds its ops, however long.
 sim::ReplaySummary replay_file(const std::string& path, Vm& vm, const sim::ReplayOptions& options) {
   sim::WorkloadInput in(path);
   char* text = nullptr;
@@ -136,15 +138,18 @@ sim::ReplaySummary replay_file(const std::string& path, Vm& vm, const sim::Repla
   return summary;
 }
 
-void run_point(const SweepPoint& p, const VmConfig& base, const std::string& workload, ScenarioCache& cache, Row& row) {
+// The point's ops come from `file_ops` (a workload read once into memory: standard input or a
+// pipe), else from the regular file `workload`, else from the built-in scenario's cache.
+void run_point(const SweepPoint& p, const VmConfig& base, const Ops& file_ops, const std::string& workload, ScenarioCache& cache,
+               Row& row) {
   try {
     const VmConfig config = p.config(base);
     sim::ReplayOptions options;
     options.tlb = true;  // the TLB model, as `vmmu run` has it: counts only, changes no result
     Vm vm(config);
     sim::ReplaySummary s;
-    if (workload.empty()) {
-      const Ops ops = cache.get(p);  // generating it is not the replay's time
+    if (file_ops || workload.empty()) {
+      const Ops ops = file_ops ? file_ops : cache.get(p);  // generating it is not the replay's time
       const auto start = std::chrono::steady_clock::now();
       sim::Replayer replayer(vm, nullptr, options);
       for (const sim::Op& op : *ops) replayer.apply(op);
@@ -193,7 +198,7 @@ void run_point(const SweepPoint& p, const VmConfig& base, const std::string& wor
     row.status = 2;
     row.error = e.what();
   }
-  if (workload.empty()) cache.release(p);
+  if (!file_ops && workload.empty()) cache.release(p);
 }
 
 std::string csv_field(const std::string& s) {
@@ -295,15 +300,22 @@ int sweep_main(const RunOptions& o, const VmConfig& base, const std::vector<std:
     }
   }
 
+  // Bad input is refused before any point runs. A regular file is only checked here (the points
+  // read it again as they replay); standard input or a pipe can be read once, so it is kept.
+  Ops file_ops;
   if (!builtin) {
-    // Bad input is refused before any point runs (the points read the file again as they replay).
+    std::error_code ec;
+    const bool reread = o.workload != "-" && std::filesystem::is_regular_file(o.workload, ec);
+    auto ops = std::make_shared<std::vector<sim::Op>>();
     try {
       sim::WorkloadInput in(o.workload);
-      for (sim::Op op; in.next(op);) continue;
+      for (sim::Op op; in.next(op);)
+        if (!reread) ops->push_back(op);
     } catch (const sim::OpSourceError& e) {
       std::fprintf(stderr, "%s\n", e.what());
       return 2;
     }
+    if (!reread) file_ops = std::move(ops);
   }
 
   ScenarioCache cache(grid, o.trace, o.trace_accesses);
@@ -319,7 +331,7 @@ int sweep_main(const RunOptions& o, const VmConfig& base, const std::vector<std:
     pool.emplace_back([&] {
       for (size_t i; (i = next.fetch_add(1)) < grid.size();) {
         Row row;
-        run_point(grid[i], base, o.workload, cache, row);
+        run_point(grid[i], base, file_ops, o.workload, cache, row);
         std::lock_guard lock(mutex);
         rows[i] = std::move(row);
         done[i] = true;
