@@ -112,6 +112,7 @@ LockstepReplay::LockstepReplay(const std::vector<std::pair<std::string, VmConfig
     modes_.push_back(std::make_unique<Mode>(name, config, record_timeline_));
     progress_label_ += (progress_label_.empty() ? "replaying under " : ", ") + name;
   }
+  progress_label_ += " (ops)";
 }
 
 LockstepReplay::~LockstepReplay() = default;
