@@ -106,10 +106,10 @@ struct LockstepReplay::Mode {
 };
 
 LockstepReplay::LockstepReplay(const std::vector<std::pair<std::string, VmConfig>>& modes, ProgressBar& bar, bool record_timeline)
-    : bar_(bar), record_timeline_(record_timeline) {
+    : bar_(bar) {
   batch_.reserve(BATCH);
   for (const auto& [name, config] : modes) {
-    modes_.push_back(std::make_unique<Mode>(name, config, record_timeline_));
+    modes_.push_back(std::make_unique<Mode>(name, config, record_timeline));
     progress_label_ += (progress_label_.empty() ? "replaying under " : ", ") + name;
   }
   progress_label_ += " (ops)";

@@ -59,7 +59,6 @@ class LockstepReplay {
 
   std::vector<std::unique_ptr<Mode>> modes_;
   ProgressBar& bar_;
-  const bool record_timeline_;
   std::vector<sim::Op> batch_;
   uint64_t done_ = 0;       // ops replayed in every mode
   uint64_t compared_ = 0;   // results compared so far (the first mode's, `stats` left out)
